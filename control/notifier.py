@@ -1,0 +1,82 @@
+"""Wakes waiters when the system version moves: LISTEN/NOTIFY on one dedicated connection,
+with a fallback poll so a lost notification or a dropped listener costs at most one poll interval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from control.db import TRANSIENT_ERRORS
+from control.queries import system_version
+from sync.timing import SYNC_FALLBACK_POLL_S
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "meridian_version"
+
+
+class VersionNotifier:
+    def __init__(self, url: str, pool: asyncpg.Pool, poll_interval_s: float = SYNC_FALLBACK_POLL_S) -> None:
+        self._url = url
+        self._pool = pool
+        self._poll_interval_s = poll_interval_s
+        self._latest = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def latest(self) -> int:
+        return self._latest
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="version-notifier")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_listener()
+
+    async def publish(self, version: int) -> None:
+        """Record a version known to be committed (by this process or a notification)."""
+        if version > self._latest:
+            self._latest = version
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_beyond(self, version: int, timeout_s: float) -> int:
+        """Wait until the known version exceeds `version` or the timeout passes; return the known version."""
+        if self._latest > version:
+            return self._latest
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(lambda: self._latest > version)
+        return self._latest
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            asyncio.get_running_loop().create_task(self.publish(int(payload)))
+
+    async def _close_listener(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=1)
+            self._conn = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._url, timeout=5)
+                    await self._conn.add_listener(CHANNEL, self._on_notify)
+                async with self._pool.acquire() as conn:
+                    await self.publish((await system_version.read(conn))["version"])
+            except TRANSIENT_ERRORS as exc:
+                log.warning("version notifier: database unreachable (%s); retrying", exc)
+                await self._close_listener()
+            await asyncio.sleep(self._poll_interval_s)

@@ -1,0 +1,122 @@
+"""Queries on `backends`."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from control.queries.edge_nodes import LIVE_STATUSES
+
+COLUMNS = (
+    "b.id, b.key, b.template_name, b.template_id, b.region, b.node_id, b.address, b.status,"
+    " b.fencing_token, b.owner_token_id, b.user_id, b.secret, b.termination_reason, b.exit_code,"
+    " b.created_at, b.status_changed_at"
+)
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    backend_id: str,
+    key: str | None,
+    template_name: str,
+    template_id: str,
+    region: str,
+    node_id: str,
+    fencing_token: int,
+    owner_token_id: str | None,
+    user_id: str | None,
+    secret: str,
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO backends AS b (id, key, template_name, template_id, region, node_id, status,
+                                   fencing_token, owner_token_id, user_id, secret)
+        VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $9, $10)
+        RETURNING {COLUMNS}
+        """,
+        backend_id,
+        key,
+        template_name,
+        template_id,
+        region,
+        node_id,
+        fencing_token,
+        owner_token_id,
+        user_id,
+        secret,
+    )
+
+
+async def get(conn: asyncpg.Connection, backend_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {COLUMNS} FROM backends b WHERE b.id = $1{lock}", backend_id)
+
+
+async def get_many_for_update(conn: asyncpg.Connection, ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM backends b WHERE b.id = ANY($1::text[]) ORDER BY b.id FOR UPDATE", ids
+    )
+
+
+async def live_for_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+    """The key's live backend with its region's edge URL, in one round trip."""
+    return await conn.fetchrow(
+        f"""
+        SELECT {COLUMNS}, r.edge_url FROM keys k
+        JOIN backends b ON b.id = k.backend_id
+        JOIN regions r ON r.name = b.region
+        WHERE k.key = $1 AND b.status = ANY($2::text[])
+        """,
+        key,
+        list(LIVE_STATUSES),
+    )
+
+
+async def set_status(
+    conn: asyncpg.Connection,
+    backend_id: str,
+    status: str,
+    *,
+    address: str | None,
+    termination_reason: str | None,
+    exit_code: int | None,
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        UPDATE backends AS b SET status = $2, status_changed_at = now(),
+            address = coalesce($3, b.address),
+            termination_reason = coalesce($4, b.termination_reason),
+            exit_code = coalesce($5, b.exit_code)
+        WHERE b.id = $1
+        RETURNING {COLUMNS}
+        """,
+        backend_id,
+        status,
+        address,
+        termination_reason,
+        exit_code,
+    )
+
+
+async def list_filtered(
+    conn: asyncpg.Connection,
+    *,
+    key: str | None,
+    region: str | None,
+    status: str | None,
+    owner_token_id: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {COLUMNS} FROM backends b
+        WHERE ($1::text IS NULL OR b.key = $1) AND ($2::text IS NULL OR b.region = $2)
+          AND ($3::text IS NULL OR b.status = $3) AND ($4::text IS NULL OR b.owner_token_id = $4)
+        ORDER BY b.created_at DESC, b.id LIMIT $5
+        """,
+        key,
+        region,
+        status,
+        owner_token_id,
+        limit,
+    )

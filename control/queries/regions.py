@@ -1,0 +1,37 @@
+"""Queries on `regions`."""
+
+from __future__ import annotations
+
+import asyncpg
+
+_COLUMNS = "name, lat, lon, edge_url, capacity, created_at, updated_at"
+
+
+async def upsert(
+    conn: asyncpg.Connection, name: str, lat: float, lon: float, edge_url: str, capacity: int | None
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO regions (name, lat, lon, edge_url, capacity) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (name) DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+            edge_url = EXCLUDED.edge_url, capacity = EXCLUDED.capacity, updated_at = now()
+        RETURNING {_COLUMNS}
+        """,
+        name,
+        lat,
+        lon,
+        edge_url,
+        capacity,
+    )
+
+
+async def get(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_COLUMNS} FROM regions WHERE name = $1", name)
+
+
+async def list_all(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {_COLUMNS} FROM regions ORDER BY name")
+
+
+async def oldest_name(conn: asyncpg.Connection) -> str | None:
+    return await conn.fetchval("SELECT name FROM regions ORDER BY created_at, name LIMIT 1")

@@ -1,0 +1,51 @@
+"""Run the control plane: resolve the database (embedded unless a URL is given), then serve HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from control.app import create_app
+from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, ensure_database
+from control.settings import ControlSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would skip our own cleanup
+    (stopping the embedded PostgreSQL); this server just shuts down and returns."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: ControlSettings) -> None:
+    """Blocking. Stops the embedded PostgreSQL it started when the server exits."""
+    embedded: EmbeddedPostgres | None = None
+    url = settings.effective_database_url()
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        admin_url = embedded.start()
+        url = asyncio.run(ensure_database(admin_url, DATABASE_NAME))
+        log.info("embedded PostgreSQL running in %s", embedded.pgdata)
+    try:
+        app = create_app(settings, url)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+        )
+        _Server(config).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()

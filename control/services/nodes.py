@@ -1,0 +1,53 @@
+"""Edge-node heartbeats: registration, liveness, and the backend statuses they carry."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from control.queries import backends, edge_nodes, regions
+from control.services.backends import apply_report
+from control.versioning import write_transaction
+from sync.catalog import KNOWN_REGIONS
+from sync.errors import RegionUnknown
+from sync.models import ChangeKind, HeartbeatIn, HeartbeatOut, StatusReportResult
+
+
+async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
+    """Register or refresh a node and apply its backend reports.
+
+    Liveness (`last_heartbeat_at`, `applied_version`) is observation, not replicated state: a
+    heartbeat moves the system version only when registration data or a backend status changes.
+    """
+    results: list[StatusReportResult] = []
+    async with write_transaction(pool) as tx:
+        conn = tx.conn
+        if await regions.get(conn, hb.region) is None:
+            known = KNOWN_REGIONS.get(hb.region)
+            if known is None:
+                raise RegionUnknown(
+                    f"region {hb.region!r} is not registered and not a known region name",
+                    fields={"region": hb.region},
+                )
+            row = await regions.upsert(conn, hb.region, known.lat, known.lon, hb.edge_url or hb.address, None)
+            tx.upsert(ChangeKind.REGION, hb.region, row)
+        before = await edge_nodes.get(conn, hb.node_id)
+        node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
+        if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
+            tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
+        reports = {r.id: r for r in hb.backends}
+        rows = await backends.get_many_for_update(conn, sorted(reports)) if reports else []
+        found = {r["id"]: r for r in rows}
+        for backend_id, report in reports.items():
+            row = found.get(backend_id)
+            if row is None or row["node_id"] != hb.node_id:
+                results.append(StatusReportResult(id=backend_id, accepted=False))
+                continue
+            updated = await apply_report(tx, row, report)
+            final = updated or row
+            accepted = updated is not None or row["status"] == report.status.value
+            results.append(StatusReportResult(id=backend_id, accepted=accepted, status=final["status"]))
+    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)
+
+
+def _node_body(node: asyncpg.Record) -> dict[str, object]:
+    return {k: node[k] for k in ("id", "region", "address", "capacity")}

@@ -1,0 +1,45 @@
+"""Templates: content-addressed spawn specs behind stable names."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from control.queries import template_names, templates
+from control.versioning import write_transaction
+from sync.canonical import content_id
+from sync.errors import NotFound
+from sync.models import ChangeKind, TemplateSpec, TemplateView
+
+
+def template_id(spec: TemplateSpec) -> str:
+    return content_id("tp", spec.model_dump(mode="json"))
+
+
+async def put_template(pool: asyncpg.Pool, name: str, spec: TemplateSpec) -> TemplateView:
+    """Idempotent: the same spec again changes nothing and does not move the version."""
+    tid = template_id(spec)
+    body = spec.model_dump(mode="json")
+    async with write_transaction(pool) as tx:
+        if await templates.insert_if_absent(tx.conn, tid, body):
+            tx.upsert(ChangeKind.TEMPLATE, tid, {"id": tid, "spec": body})
+        if await template_names.point(tx.conn, name, tid) is not None:
+            tx.upsert(ChangeKind.TEMPLATE_NAME, name, {"name": name, "id": tid})
+        row = await template_names.get(tx.conn, name)
+    return _view(row)
+
+
+async def get_template(pool: asyncpg.Pool, name: str) -> TemplateView:
+    async with pool.acquire() as conn:
+        row = await template_names.get(conn, name)
+    if row is None:
+        raise NotFound(f"no template named {name!r}")
+    return _view(row)
+
+
+async def list_templates(pool: asyncpg.Pool) -> list[TemplateView]:
+    async with pool.acquire() as conn:
+        return [_view(r) for r in await template_names.list_all(conn)]
+
+
+def _view(row: asyncpg.Record) -> TemplateView:
+    return TemplateView(name=row["name"], id=row["id"], spec=TemplateSpec(**row["spec"]), updated_at=row["updated_at"])

@@ -1,0 +1,75 @@
+"""The `meridian` command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Meridian: per-key session backends near their users."
+)
+control_app = typer.Typer(no_args_is_help=True, help="Run the control plane.")
+app.add_typer(control_app, name="control")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@control_app.command("serve")
+def control_serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8700,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Local state (embedded PostgreSQL lives here).")] = Path(
+        ".meridian/control"
+    ),
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="MERIDIAN_ADMIN_TOKEN", help="Bootstrap admin token (≥16 chars).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="MERIDIAN_DATABASE_URL", help="PostgreSQL URL; default: embedded.")
+    ] = None,
+    geoip_db: Annotated[
+        Path | None, typer.Option(envvar="MERIDIAN_GEOIP_DB", help="GeoIP2/GeoLite2 City .mmdb file.")
+    ] = None,
+    default_region: Annotated[str | None, typer.Option(help="Region used when nothing else places.")] = None,
+    public_url: Annotated[str | None, typer.Option(help="URL clients reach this control plane at.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve the control plane (starts an embedded PostgreSQL in DATA_DIR unless --database-url)."""
+    from pydantic import ValidationError
+
+    from control.embedded_db import EmbeddedPostgresError
+    from control.placement import GeoIPDatabaseError
+    from control.server import serve
+    from control.settings import ControlSettings
+
+    _logging(verbose)
+    overrides: dict[str, object] = {"port": port, "host": host, "data_dir": data_dir}
+    for name, value in (
+        ("admin_token", admin_token),
+        ("database_url", database_url),
+        ("geoip_db", geoip_db),
+        ("public_url", public_url),
+    ):
+        if value is not None:
+            overrides[name] = value
+    try:
+        settings = ControlSettings(**overrides)  # type: ignore[arg-type]
+        if default_region:
+            settings.placement.default_region = default_region
+        serve(settings)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except (GeoIPDatabaseError, EmbeddedPostgresError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,305 @@
+"""Wire models of the public API and of the sync protocol.
+
+Inputs refuse unknown fields (`extra="forbid"`); outputs are plain models that clients parse
+leniently enough to survive a newer server adding fields.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+MAX_KEY_BYTES = 256
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BackendStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    TERMINATED = "terminated"
+
+    @property
+    def rank(self) -> int:
+        return _STATUS_ORDER.index(self)
+
+    @property
+    def is_live(self) -> bool:
+        """Live backends hold their key; draining and terminated ones do not."""
+        return self in (BackendStatus.SCHEDULED, BackendStatus.STARTING, BackendStatus.READY)
+
+
+_STATUS_ORDER = list(BackendStatus)
+
+
+class TerminationReason(StrEnum):
+    IDLE = "idle"
+    LIFETIME = "lifetime"
+    REQUESTED = "requested"
+    FAILED = "failed"
+    LOST = "lost"
+    SUPERSEDED = "superseded"
+
+
+class Scope(StrEnum):
+    ADMIN = "admin"
+    CLIENT = "client"
+    EDGE = "edge"
+
+
+def _check_key(value: str) -> str:
+    if not value:
+        raise ValueError("key must not be empty")
+    if len(value.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"key is longer than {MAX_KEY_BYTES} bytes")
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("key must not contain control characters")
+    return value
+
+
+Key = Annotated[str, AfterValidator(_check_key)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Url = Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=2048)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=65536)
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---- regions --------------------------------------------------------------------------------
+
+
+class RegionIn(Strict):
+    lat: Latitude
+    lon: Longitude
+    edge_url: Url
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+class NodeView(Wire):
+    id: str
+    healthy: bool
+    backends: int
+    capacity: int
+    applied_version: int
+    address: str
+    last_heartbeat_at: datetime | None = None
+
+
+class RegionView(Wire):
+    name: str
+    lat: float
+    lon: float
+    edge_url: str
+    capacity: int | None = None
+    nodes: list[NodeView] = []
+
+
+# ---- templates ------------------------------------------------------------------------------
+
+
+class TemplateSpec(Strict):
+    executor: Literal["process", "nomad"]
+    argv: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
+    image: str | None = Field(default=None, max_length=1024)
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], str] = Field(
+        default_factory=dict, max_length=256
+    )
+    idle_timeout_s: int = Field(default=300, ge=1, le=7 * 86400)
+    lifetime_limit_s: int | None = Field(default=None, ge=1, le=30 * 86400)
+    start_timeout_s: int = Field(default=30, ge=1, le=3600)
+    ready_path: str = Field(default="/", pattern=r"^/[^\s]*$", max_length=1024)
+    memory_mb: int | None = Field(default=None, ge=16, le=1_048_576)
+    cpu_mhz: int | None = Field(default=None, ge=10, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _executor_needs(self) -> TemplateSpec:
+        if self.executor == "process" and not self.argv:
+            raise ValueError("a process template needs a non-empty argv")
+        if self.executor == "nomad" and not self.image:
+            raise ValueError("a nomad template needs an image")
+        return self
+
+
+class TemplateView(Wire):
+    name: str
+    id: str
+    spec: TemplateSpec
+    updated_at: datetime
+
+
+# ---- connect --------------------------------------------------------------------------------
+
+
+class Location(Strict):
+    lat: Latitude
+    lon: Longitude
+
+
+class ConnectRequest(Strict):
+    key: Key | None = None
+    template: Name
+    region: Name | None = None
+    location: Location | None = None
+    client_ip: str | None = Field(default=None, max_length=64)
+    user: str | None = Field(default=None, max_length=256)
+    auth: dict[str, Any] | None = None
+
+
+class PlacementView(Wire):
+    region: str
+    reason: str
+    distance_km: float | None = None
+    ranking: list[dict[str, Any]] | None = None
+
+
+class ConnectResponse(Wire):
+    backend_id: str
+    key: str | None
+    spawned: bool
+    status: BackendStatus
+    region: str
+    edge_url: str
+    url: str
+    token: str
+    fencing_token: int
+    status_url: str
+    placement: PlacementView
+
+
+# ---- backends -------------------------------------------------------------------------------
+
+
+class BackendView(Wire):
+    id: str
+    key: str | None
+    template: str
+    template_id: str
+    region: str
+    node: str
+    address: str | None = None
+    status: BackendStatus
+    fencing_token: int
+    created_at: datetime
+    status_changed_at: datetime
+    termination_reason: TerminationReason | None = None
+    exit_code: int | None = None
+
+
+class TerminateRequest(Strict):
+    hard: bool = False
+
+
+class RevokeRequest(Strict):
+    user: str | None = Field(default=None, max_length=256)
+
+
+class StatusReport(Strict):
+    """An edge's report of one backend's state (heartbeat entry, or a direct status call)."""
+
+    id: str = Field(max_length=64)
+    status: BackendStatus
+    address: str | None = Field(default=None, max_length=256)
+    termination_reason: TerminationReason | None = None
+    exit_code: int | None = None
+
+
+class StatusReportResult(Wire):
+    id: str
+    accepted: bool
+    status: BackendStatus | None = None
+
+
+# ---- edge nodes -----------------------------------------------------------------------------
+
+
+class HeartbeatIn(Strict):
+    node_id: Annotated[str, Field(pattern=r"^nd-[A-Za-z0-9_-]{1,60}$")]
+    region: Name
+    address: Url
+    capacity: int = Field(ge=0, le=1_000_000)
+    applied_version: int = Field(ge=0)
+    edge_url: Url | None = None
+    backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
+
+
+class HeartbeatOut(Wire):
+    node_id: str
+    version: int | None = Field(default=None, description="Version of the changes this heartbeat made.")
+    backends: list[StatusReportResult]
+
+
+# ---- API tokens -----------------------------------------------------------------------------
+
+
+class TokenIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    scopes: list[Scope] = Field(min_length=1, max_length=3)
+
+
+class TokenView(Wire):
+    id: str
+    name: str
+    scopes: list[Scope]
+    token: str | None = None
+    created_at: datetime
+
+
+# ---- health and sync ------------------------------------------------------------------------
+
+
+class Health(Wire):
+    status: str
+    version: int
+
+
+class ChangeKind(StrEnum):
+    REGION = "region"
+    NODE = "node"
+    TEMPLATE = "template"
+    TEMPLATE_NAME = "template_name"
+    BACKEND = "backend"
+    KEY = "key"
+    SIGNING_KEY = "signing_key"
+    REVOCATION = "revocation"
+
+
+class ChangeOp(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class Change(Wire):
+    version: int
+    kind: ChangeKind
+    id: str
+    op: ChangeOp
+    body: dict[str, Any] | None = None
+
+
+class ChangesReply(Wire):
+    epoch: str
+    from_: int = Field(alias="from")
+    to: int
+    changes: list[Change]
+    more: bool
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+    fields: dict[str, Any] = {}

@@ -1,0 +1,36 @@
+"""Every timing constant of the system, in seconds, in one place.
+
+`tests/unit/test_timing.py` asserts the orderings these values must keep; change them together.
+"""
+
+from __future__ import annotations
+
+HEARTBEAT_INTERVAL_S: float = 2.0
+"""How often an edge node reports itself and its backends to the control plane."""
+
+NODE_LOST_AFTER_S: float = 10.0
+"""An edge node silent this long is unhealthy: it gets no new backends."""
+
+KEY_FAILOVER_AFTER_S: float = 300.0
+"""An edge unreachable this long loses its keys to other regions (the fencing token guards storage)."""
+
+SYNC_LONG_POLL_S: float = 25.0
+"""How long an edge's `changes` request waits on the control plane when nothing changed."""
+
+SYNC_FALLBACK_POLL_S: float = 1.0
+"""How often a waiting long-poll re-reads the version if no LISTEN/NOTIFY wake-up arrived."""
+
+BACKOFF_INITIAL_S: float = 0.5
+BACKOFF_MAX_S: float = 30.0
+
+TOKEN_REVOCATION_PROPAGATION_S: float = 1.0
+"""Upper bound promised for a revoked connection token to stop working at every edge."""
+
+CONNECTION_TOKEN_TTL_S: float = 24 * 3600.0
+"""Lifetime of a connection token issued by `connect`."""
+
+AUTH_CACHE_TTL_S: float = 5.0
+"""How long the control plane trusts a looked-up API token before reading it again."""
+
+DB_RETRY_AFTER_S: float = 2.0
+"""`Retry-After` sent with 503 while the database is unreachable."""

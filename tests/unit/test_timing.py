@@ -1,0 +1,13 @@
+from sync import timing
+
+
+def test_timing_constants_keep_their_order() -> None:
+    # A node must miss several heartbeats before it is lost, and be lost long before its keys fail over.
+    assert timing.HEARTBEAT_INTERVAL_S * 3 <= timing.NODE_LOST_AFTER_S
+    assert timing.NODE_LOST_AFTER_S * 10 <= timing.KEY_FAILOVER_AFTER_S
+    # A fallback poll must be much shorter than a long-poll, and revocation must reach edges in time.
+    assert timing.SYNC_FALLBACK_POLL_S <= timing.TOKEN_REVOCATION_PROPAGATION_S
+    assert timing.SYNC_FALLBACK_POLL_S < timing.SYNC_LONG_POLL_S
+    assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
+    # Cached API-token lookups must expire long before a connection token does.
+    assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S

@@ -15,8 +15,10 @@ from control.migrate import migrate
 from control.notifier import VersionNotifier
 from control.placement import GeoLocator, Placer
 from control.routers import backends, connect, health, nodes, regions, templates, tokens
+from control.routers import sync as sync_routes
 from control.services.auth import ensure_token
 from control.services.signing import Keyring, ensure_active_key
+from control.services.sync_runtime import sync_runtime
 from control.settings import ControlSettings
 from control.state import ControlState
 from sync.models import Scope
@@ -57,7 +59,8 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
                 settings=settings, pool=pool, notifier=notifier, keyring=keyring, placer=placer
             )
             try:
-                yield
+                async with sync_runtime(settings.sync, pool, notifier) as app.state.sync:
+                    yield
             finally:
                 await notifier.stop()
         finally:
@@ -69,7 +72,7 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, regions, templates, connect, backends, nodes, tokens):
+    for module in (health, regions, templates, connect, backends, nodes, tokens, sync_routes):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from control.notifier import CHANNEL
-from control.queries import changes, system_version
+from control.queries import changes
 from sync.models import ChangeKind, ChangeOp
 
 
@@ -44,6 +44,4 @@ async def write_transaction(pool: asyncpg.Pool) -> AsyncIterator[WriteTx]:
         tx = WriteTx(conn)
         yield tx
         if tx.pending:
-            tx.version = await system_version.bump(conn)
-            await changes.insert_many(conn, tx.version, tx.pending)
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(tx.version))
+            tx.version = await changes.append_version(conn, CHANNEL, tx.pending)

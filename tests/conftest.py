@@ -73,7 +73,9 @@ async def start_control(db_url: str, settings: ControlSettings | None = None) ->
     settings = settings or ControlSettings(port=0, admin_token=ADMIN_TOKEN)
     app = create_app(settings, db_url)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=30
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

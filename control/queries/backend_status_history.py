@@ -1,17 +1,8 @@
-"""Queries on `backend_status_history`."""
+"""Queries on `backend_status_history` (rows are written by a trigger on `backends`)."""
 
 from __future__ import annotations
 
 import asyncpg
-
-
-async def append(conn: asyncpg.Connection, backend_id: str, status: str, reason: str | None) -> None:
-    await conn.execute(
-        "INSERT INTO backend_status_history (backend_id, status, reason) VALUES ($1, $2, $3)",
-        backend_id,
-        status,
-        reason,
-    )
 
 
 async def after(conn: asyncpg.Connection, backend_id: str, seq: int) -> list[asyncpg.Record]:

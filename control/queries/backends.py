@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 from control.queries.edge_nodes import LIVE_STATUSES
 
@@ -120,3 +121,13 @@ async def list_filtered(
         owner_token_id,
         limit,
     )
+
+
+# Backends the sync snapshot carries: live and draining ones, and those terminated within the
+# retention window, so an edge that re-snapshots still learns of recent terminations.
+SNAPSHOT_FILTER = "(b.status <> 'terminated' OR b.status_changed_at > now() - make_interval(secs => $1))"
+
+
+def snapshot(conn: asyncpg.Connection, terminated_retention_s: float) -> CursorFactory:
+    """The backends of the sync snapshot (see SNAPSHOT_FILTER)."""
+    return conn.cursor(f"SELECT {COLUMNS} FROM backends b WHERE {SNAPSHOT_FILTER}", terminated_retention_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 _COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at"
 LIVE_STATUSES = ("scheduled", "starting", "ready")
@@ -72,3 +73,8 @@ async def least_loaded_in_region(conn: asyncpg.Connection, region: str, lost_aft
         lost_after_s,
         list(LIVE_STATUSES),
     )
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every node's replicated fields (liveness columns are not replicated), for the sync snapshot."""
+    return conn.cursor("SELECT id, region, address, capacity FROM edge_nodes")

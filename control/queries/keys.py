@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 
 async def lock(conn: asyncpg.Connection, key: str) -> asyncpg.Record:
     """Create the key row if needed and lock it for the rest of the transaction."""
-    await conn.execute("INSERT INTO keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", key)
-    return await conn.fetchrow("SELECT key, backend_id, fencing_token FROM keys WHERE key = $1 FOR UPDATE", key)
+    # DO UPDATE (a no-op assignment) locks the existing row, where DO NOTHING would not.
+    return await conn.fetchrow(
+        "INSERT INTO keys (key) VALUES ($1) ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key"
+        " RETURNING key, backend_id, fencing_token",
+        key,
+    )
 
 
 async def assign(conn: asyncpg.Connection, key: str, backend_id: str, fencing_token: int) -> asyncpg.Record:
@@ -19,3 +24,8 @@ async def assign(conn: asyncpg.Connection, key: str, backend_id: str, fencing_to
         backend_id,
         fencing_token,
     )
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every key row (also those of ended backends: edges need the fencing counters), for the sync snapshot."""
+    return conn.cursor("SELECT key, backend_id, fencing_token, updated_at FROM keys")

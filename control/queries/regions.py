@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 _COLUMNS = "name, lat, lon, edge_url, capacity, created_at, updated_at"
 
@@ -35,3 +36,8 @@ async def list_all(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def oldest_name(conn: asyncpg.Connection) -> str | None:
     return await conn.fetchval("SELECT name FROM regions ORDER BY created_at, name LIMIT 1")
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every region (the sync snapshot reads it page by page inside its transaction)."""
+    return conn.cursor(f"SELECT {_COLUMNS} FROM regions")

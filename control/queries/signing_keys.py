@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 
 async def active(conn: asyncpg.Connection) -> asyncpg.Record | None:
@@ -26,3 +27,8 @@ async def retire_all_but(conn: asyncpg.Connection, key_id: str) -> list[asyncpg.
         " RETURNING id, secret, created_at, retired_at",
         key_id,
     )
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every signing key, retired ones included (their tokens still verify), for the sync snapshot."""
+    return conn.cursor("SELECT id, secret, created_at, retired_at FROM signing_keys")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 _SELECT = """
     SELECT tn.name, tn.template_id AS id, t.spec, tn.updated_at
@@ -30,3 +31,8 @@ async def point(conn: asyncpg.Connection, name: str, template_id: str) -> asyncp
         name,
         template_id,
     )
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every name as replicated: {name, id}, for the sync snapshot."""
+    return conn.cursor("SELECT name, template_id AS id FROM template_names")

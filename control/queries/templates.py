@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
 
 
 async def insert_if_absent(conn: asyncpg.Connection, template_id: str, spec: dict[str, Any]) -> bool:
@@ -19,3 +20,8 @@ async def insert_if_absent(conn: asyncpg.Connection, template_id: str, spec: dic
 
 async def get(conn: asyncpg.Connection, template_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT id, spec, created_at FROM templates WHERE id = $1", template_id)
+
+
+def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+    """Every template as replicated: {id, spec}, for the sync snapshot."""
+    return conn.cursor("SELECT id, spec FROM templates")

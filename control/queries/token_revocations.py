@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.cursor import CursorFactory
+
+from control.queries.backends import SNAPSHOT_FILTER
 
 
 async def insert(conn: asyncpg.Connection, revocation_id: str, backend_id: str, user_id: str | None) -> asyncpg.Record:
@@ -12,4 +15,13 @@ async def insert(conn: asyncpg.Connection, revocation_id: str, backend_id: str, 
         revocation_id,
         backend_id,
         user_id,
+    )
+
+
+def snapshot(conn: asyncpg.Connection, terminated_retention_s: float) -> CursorFactory:
+    """Revocations of the backends the sync snapshot carries, for the sync snapshot."""
+    return conn.cursor(
+        "SELECT r.id, r.backend_id, r.user_id, r.revoked_at FROM token_revocations r"
+        f" JOIN backends b ON b.id = r.backend_id WHERE {SNAPSHOT_FILTER}",
+        terminated_retention_s,
     )

@@ -59,9 +59,12 @@ async def connect(
         arrival_region=x_meridian_arrival_region if Scope.EDGE in caller.scopes else None,
         status_base_url=state.settings.public_url or str(request.base_url),
         default_region=state.settings.placement.default_region,
+        explain=explain,
     )
     async with translate_db_errors():
-        answer = await connect_service.connect(state.pool, state.placer, state.keyring, body, ctx)
-    if not explain:
+        answer = await connect_service.connect(
+            state.pool, state.placer, state.fleet, state.flights, state.keyring, body, ctx
+        )
+    if not answer.placement.ranking:
         answer.placement.ranking = None
     return answer

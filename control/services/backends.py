@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from control.queries import backend_status_history, backends, token_revocations
+from control.queries import backends, token_revocations
 from control.services.auth import Caller
 from control.versioning import WriteTx, write_transaction
 from sync.errors import BackendGone, NotFound
@@ -85,7 +85,6 @@ async def transition(
         termination_reason=reason.value if reason else None,
         exit_code=exit_code,
     )
-    await backend_status_history.append(tx.conn, row["id"], status.value, reason.value if reason else None)
     tx.upsert(ChangeKind.BACKEND, row["id"], updated)
     return updated
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 
 from control.placement import PlacementDecision, PlacementInput, Placer, RegionCandidate
-from control.queries import backend_status_history, backends, edge_nodes, keys, regions, template_names
+from control.queries import backends, edge_nodes, keys, regions, template_names
 from control.services.auth import Caller
 from control.services.signing import Keyring
 from control.versioning import write_transaction
@@ -27,6 +30,7 @@ class ConnectContext:
     arrival_region: str | None
     status_base_url: str
     default_region: str | None
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,21 @@ class _Placed:
 
 
 async def connect(
-    pool: asyncpg.Pool, placer: Placer, keyring: Keyring, req: ConnectRequest, ctx: ConnectContext
+    pool: asyncpg.Pool,
+    placer: Placer,
+    fleet_cache: FleetViewCache,
+    flights: KeyFlights,
+    keyring: Keyring,
+    req: ConnectRequest,
+    ctx: ConnectContext,
 ) -> ConnectResponse:
-    placed = await _existing(pool, req) if req.key is not None else None
-    if placed is None:
-        placed = await _spawn(pool, placer, req, ctx)
+    if req.key is None:
+        placed = await _spawn(pool, placer, fleet_cache, req, ctx)
+    else:
+        placed = await _existing(pool, req) or await flights.run(
+            req.key, lambda: _spawn(pool, placer, fleet_cache, req, ctx)
+        )
+        _check_template(placed.row, req)
     row = placed.row
     token = keyring.issue(row["id"], req.user)
     edge_url = placed.edge_url.rstrip("/")
@@ -84,8 +98,67 @@ async def _existing(pool: asyncpg.Pool, req: ConnectRequest) -> _Placed | None:
     return _Placed(row, row["edge_url"], False, _existing_placement(row))
 
 
-async def candidates(conn: asyncpg.Connection) -> tuple[list[RegionCandidate], dict[str, str]]:
-    """Placement candidates from regions and their nodes' health and load; and each region's edge URL."""
+class KeyFlights:
+    """Concurrent connects of one new key in this process share one spawn transaction (the
+    database's key lock still decides between control-plane processes). Only the caller that
+    started the flight is told `spawned`."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, asyncio.Future[_Placed]] = {}
+
+    async def run(self, key: str, spawn: Callable[[], Awaitable[_Placed]]) -> _Placed:
+        flight = self._flights.get(key)
+        if flight is not None:
+            placed = await asyncio.shield(flight)
+            return _Placed(placed.row, placed.edge_url, False, _existing_placement(placed.row))
+        flight = self._flights[key] = asyncio.ensure_future(spawn())
+        try:
+            return await asyncio.shield(flight)
+        finally:
+            self._flights.pop(key, None)
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """What placement needs: candidate regions with health and load, edge URLs, the default region."""
+
+    candidates: tuple[RegionCandidate, ...]
+    edge_urls: dict[str, str]
+    oldest_region: str | None
+
+
+class FleetViewCache:
+    """Reads the fleet at most once per `ttl_s`: placement on a view a few hundred ms old is fine
+    because the node is chosen again, with its live count, inside the connect transaction."""
+
+    def __init__(self, ttl_s: float = 0.25) -> None:
+        self._ttl_s = ttl_s
+        self._view: FleetView | None = None
+        self._expires = 0.0
+        self._loading: asyncio.Future[FleetView] | None = None
+
+    def invalidate(self) -> None:
+        self._view = None
+
+    async def get(self, pool: asyncpg.Pool) -> FleetView:
+        view = self._view
+        if view is not None and time.monotonic() < self._expires:
+            return view
+        if self._loading is None:  # one read serves every caller waiting for it
+            self._loading = asyncio.ensure_future(self._load(pool))
+        return await asyncio.shield(self._loading)
+
+    async def _load(self, pool: asyncpg.Pool) -> FleetView:
+        try:
+            async with pool.acquire() as conn:
+                view = await read_fleet(conn)
+            self._view, self._expires = view, time.monotonic() + self._ttl_s
+            return view
+        finally:
+            self._loading = None
+
+
+async def read_fleet(conn: asyncpg.Connection) -> FleetView:
     region_rows = await regions.list_all(conn)
     node_rows = await edge_nodes.list_with_load(conn, NODE_LOST_AFTER_S)
     out = []
@@ -108,10 +181,37 @@ async def candidates(conn: asyncpg.Connection) -> tuple[list[RegionCandidate], d
                 load=live / capacity if capacity > 0 else 1.0,
             )
         )
-    return out, {r["name"]: r["edge_url"] for r in region_rows}
+    oldest = min(region_rows, key=lambda r: (r["created_at"], r["name"]))["name"] if region_rows else None
+    return FleetView(tuple(out), {r["name"]: r["edge_url"] for r in region_rows}, oldest)
 
 
-async def _spawn(pool: asyncpg.Pool, placer: Placer, req: ConnectRequest, ctx: ConnectContext) -> _Placed:
+def place(placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext) -> PlacementDecision:
+    return placer.place(
+        PlacementInput(
+            pinned_region=req.region,
+            location=(req.location.lat, req.location.lon) if req.location else None,
+            client_ip=ctx.client_ip,
+            arrival_region=ctx.arrival_region,
+            default_region=ctx.default_region or fleet.oldest_region,
+        ),
+        fleet.candidates,
+    )
+
+
+async def _spawn(
+    pool: asyncpg.Pool, placer: Placer, fleet_cache: FleetViewCache, req: ConnectRequest, ctx: ConnectContext
+) -> _Placed:
+    try:
+        return await _spawn_once(pool, placer, await fleet_cache.get(pool), req, ctx)
+    except NoCapacity:
+        # The cached view may be stale (a node just filled up or died): decide once more on a fresh one.
+        fleet_cache.invalidate()
+        return await _spawn_once(pool, placer, await fleet_cache.get(pool), req, ctx)
+
+
+async def _spawn_once(
+    pool: asyncpg.Pool, placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext
+) -> _Placed:
     async with write_transaction(pool) as tx:
         conn = tx.conn
         template = await template_names.get(conn, req.template)
@@ -126,7 +226,7 @@ async def _spawn(pool: asyncpg.Pool, placer: Placer, req: ConnectRequest, ctx: C
                 _check_template(live, req)
                 return _Placed(live, live["edge_url"], False, _existing_placement(live))
             fencing_token = key_row["fencing_token"] + 1
-        decision, edge_urls = await _place(conn, placer, req, ctx)
+        decision = place(placer, fleet, req, ctx)
         node = await edge_nodes.least_loaded_in_region(conn, decision.region, NODE_LOST_AFTER_S)
         if node is None:
             raise NoCapacity(f"region {decision.region!r} has no edge node with free capacity")
@@ -143,27 +243,7 @@ async def _spawn(pool: asyncpg.Pool, placer: Placer, req: ConnectRequest, ctx: C
             user_id=req.user,
             secret=secrets.token_urlsafe(24),
         )
-        await backend_status_history.append(conn, row["id"], BackendStatus.SCHEDULED.value, None)
         tx.upsert(ChangeKind.BACKEND, row["id"], row)
         if req.key is not None:
             tx.upsert(ChangeKind.KEY, req.key, await keys.assign(conn, req.key, row["id"], fencing_token))
-    wire = decision.to_wire()
-    return _Placed(row, edge_urls[decision.region], True, PlacementView(**wire))
-
-
-async def _place(
-    conn: asyncpg.Connection, placer: Placer, req: ConnectRequest, ctx: ConnectContext
-) -> tuple[PlacementDecision, dict[str, str]]:
-    cands, edge_urls = await candidates(conn)
-    default_region = ctx.default_region or await regions.oldest_name(conn)
-    decision = placer.place(
-        PlacementInput(
-            pinned_region=req.region,
-            location=(req.location.lat, req.location.lon) if req.location else None,
-            client_ip=ctx.client_ip,
-            arrival_region=ctx.arrival_region,
-            default_region=default_region,
-        ),
-        cands,
-    )
-    return decision, edge_urls
+    return _Placed(row, fleet.edge_urls[decision.region], True, PlacementView(**decision.to_wire(ranking_limit=None if ctx.explain else 0)))

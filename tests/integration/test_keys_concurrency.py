@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import httpx
 
-from tests.conftest import RunningControl
+from tests.conftest import ADMIN_TOKEN, RunningControl, start_control, stop_control
 from tests.helpers import cluster, heartbeat
 
 
@@ -14,15 +15,29 @@ async def test_1000_concurrent_connects_for_one_new_key_create_exactly_one_backe
     control: RunningControl, admin: httpx.AsyncClient, edge_token: str
 ) -> None:
     await cluster(admin, edge_token, ["eu-west", "us-east"], capacity=10_000)
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with control.client(limits=limits) as c:
-        answers = await asyncio.gather(
-            *(c.post("/v1/connect", json={"key": "hot-doc", "template": "demo"}) for _ in range(1000))
-        )
-    assert all(a.status_code == 200 for a in answers), {a.status_code for a in answers}
-    ids = {a.json()["backend_id"] for a in answers}
+    # Two control-plane processes' worth of state on one database: the in-process single-flight
+    # cannot help across them, so only the database's key lock keeps the answer to one backend.
+    second = await start_control(control.db_url)
+    urls = [control.url, second.url]
+    # aiohttp as the load client: httpx's pool degrades quadratically with 1,000 queued requests.
+    connector = aiohttp.TCPConnector(limit=200)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+            async def connect(i: int) -> tuple[int, dict]:
+                url = f"{urls[i % 2]}/v1/connect"
+                async with session.post(url, json={"key": "hot-doc", "template": "demo"}) as r:
+                    return r.status, await r.json()
+
+            answers = await asyncio.gather(*(connect(i) for i in range(1000)))
+    finally:
+        await stop_control(second)
+    assert all(status == 200 for status, _ in answers), {str(b) for s, b in answers if s != 200}
+    ids = {body["backend_id"] for _, body in answers}
     assert len(ids) == 1
-    assert sum(a.json()["spawned"] for a in answers) == 1
+    assert sum(body["spawned"] for _, body in answers) == 1
+    assert {body["fencing_token"] for _, body in answers} == {1}
     async with control.state.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM backends WHERE key = 'hot-doc'") == 1
 
@@ -48,15 +63,25 @@ async def test_each_new_backend_of_a_key_gets_a_strictly_greater_fencing_token(
     assert other["fencing_token"] == 1, "fencing tokens count per key"
 
 
-async def test_concurrent_respawns_after_termination_still_yield_one_backend_and_a_greater_token(
+async def test_concurrent_respawns_across_control_planes_yield_one_backend_and_a_greater_token(
     control: RunningControl, admin: httpx.AsyncClient, edge_token: str
 ) -> None:
-    await cluster(admin, edge_token, ["eu-west"])
-    first = (await admin.post("/v1/connect", json={"key": "k", "template": "demo"})).json()
-    await admin.post(f"/v1/backends/{first['backend_id']}/terminate", json={"hard": True})
-    answers = await asyncio.gather(
-        *(admin.post("/v1/connect", json={"key": "k", "template": "demo"}) for _ in range(100))
-    )
-    bodies = [a.json() for a in answers]
-    assert len({b["backend_id"] for b in bodies}) == 1
-    assert {b["fencing_token"] for b in bodies} == {first["fencing_token"] + 1}
+    """The key row already exists here, so only its row lock (not the unique index) serialises."""
+    await cluster(admin, edge_token, ["eu-west"], capacity=10_000)
+    planes = [control] + [await start_control(control.db_url) for _ in range(3)]
+    try:
+        for round_ in range(5):
+            first = (await admin.post("/v1/connect", json={"key": "k", "template": "demo"})).json()
+            await admin.post(f"/v1/backends/{first['backend_id']}/terminate", json={"hard": True})
+            clients = [p.client() for p in planes]
+            answers = await asyncio.gather(
+                *(c.post("/v1/connect", json={"key": "k", "template": "demo"}) for c in clients for _ in range(5))
+            )
+            for c in clients:
+                await c.aclose()
+            bodies = [a.json() for a in answers]
+            assert len({b["backend_id"] for b in bodies}) == 1, f"round {round_}: two backends for one key"
+            assert {b["fencing_token"] for b in bodies} == {first["fencing_token"] + 1}
+    finally:
+        for p in planes[1:]:
+            await stop_control(p)

@@ -1,0 +1,106 @@
+"""Shared pieces of the benchmarks: processes on loopback, a load generator, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(latencies_s: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(latencies_s, 50) * 1000, 3),
+        "p99_ms": round(percentile(latencies_s, 99) * 1000, 3),
+    }
+
+
+def wait_http(url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+@contextlib.contextmanager
+def process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process in its own group; stop the whole group on exit, whatever happened."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def control_plane(data_dir: Path, port: int) -> Iterator[str]:
+    """`meridian control serve` with its embedded PostgreSQL in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    argv = [sys.executable, "-m", "meridian", "control", "serve", "--port", str(port),
+            "--data-dir", str(data_dir), "--admin-token", ADMIN_TOKEN]
+    with process(argv, data_dir / "control.log", env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", proc=proc)
+        yield url
+
+
+async def closed_loop(
+    make_request: Callable[[aiohttp.ClientSession, int], Awaitable[None]],
+    *,
+    total: int,
+    concurrency: int,
+) -> tuple[float, list[float]]:
+    """Run `total` requests with `concurrency` in flight; returns (elapsed seconds, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for i in counter:
+                t0 = time.perf_counter()
+                await make_request(session, i)
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies

@@ -53,10 +53,9 @@ async def get(conn: asyncpg.Connection, backend_id: str, *, for_update: bool = F
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM backends b WHERE b.id = $1{lock}", backend_id)
 
 
-async def get_many_for_update(conn: asyncpg.Connection, ids: list[str]) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"SELECT {COLUMNS} FROM backends b WHERE b.id = ANY($1::text[]) ORDER BY b.id FOR UPDATE", ids
-    )
+async def get_many(conn: asyncpg.Connection, ids: list[str], *, for_update: bool = False) -> list[asyncpg.Record]:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetch(f"SELECT {COLUMNS} FROM backends b WHERE b.id = ANY($1::text[]) ORDER BY b.id{lock}", ids)
 
 
 async def live_for_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:

@@ -246,4 +246,9 @@ async def _spawn_once(
         tx.upsert(ChangeKind.BACKEND, row["id"], row)
         if req.key is not None:
             tx.upsert(ChangeKind.KEY, req.key, await keys.assign(conn, req.key, row["id"], fencing_token))
-    return _Placed(row, fleet.edge_urls[decision.region], True, PlacementView(**decision.to_wire(ranking_limit=None if ctx.explain else 0)))
+    return _Placed(
+        row,
+        fleet.edge_urls[decision.region],
+        True,
+        PlacementView(**decision.to_wire(ranking_limit=None if ctx.explain else 0)),
+    )

@@ -9,7 +9,7 @@ from control.services.backends import apply_report
 from control.versioning import write_transaction
 from sync.catalog import KNOWN_REGIONS
 from sync.errors import RegionUnknown
-from sync.models import ChangeKind, HeartbeatIn, HeartbeatOut, StatusReportResult
+from sync.models import BackendStatus, ChangeKind, HeartbeatIn, HeartbeatOut, StatusReport, StatusReportResult
 
 
 async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
@@ -30,13 +30,11 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
                 )
             row = await regions.upsert(conn, hb.region, known.lat, known.lon, hb.edge_url or hb.address, None)
             tx.upsert(ChangeKind.REGION, hb.region, row)
-        before = await edge_nodes.get(conn, hb.node_id)
-        node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
-        if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
-            tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
         reports = {r.id: r for r in hb.backends}
-        rows = await backends.get_many_for_update(conn, sorted(reports)) if reports else []
-        found = {r["id"]: r for r in rows}
+        found = {r["id"]: r for r in await backends.get_many(conn, sorted(reports))} if reports else {}
+        # Lock only the rows this heartbeat moves forward: most reports repeat what is known.
+        moving = sorted(i for i, r in reports.items() if i in found and _moves(found[i], r, hb.node_id))
+        found |= {r["id"]: r for r in await backends.get_many(conn, moving, for_update=True)} if moving else {}
         for backend_id, report in reports.items():
             row = found.get(backend_id)
             if row is None or row["node_id"] != hb.node_id:
@@ -46,7 +44,16 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
             final = updated or row
             accepted = updated is not None or row["status"] == report.status.value
             results.append(StatusReportResult(id=backend_id, accepted=accepted, status=final["status"]))
+        # Backend rows are locked before the node row (as terminate does) so the two never deadlock.
+        before = await edge_nodes.get(conn, hb.node_id)
+        node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
+        if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
+            tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
     return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)
+
+
+def _moves(row: asyncpg.Record, report: StatusReport, node_id: str) -> bool:
+    return row["node_id"] == node_id and report.status.rank > BackendStatus(row["status"]).rank
 
 
 def _node_body(node: asyncpg.Record) -> dict[str, object]:

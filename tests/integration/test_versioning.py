@@ -28,10 +28,9 @@ async def test_reader_polling_the_change_log_never_misses_a_version_under_8_writ
     seen: list[int] = []
     done = asyncio.Event()
 
-    async def reader() -> None:
+    async def reader(cursor: int) -> None:
         conn = await asyncpg.connect(db_url)
         try:
-            cursor = 0
             while True:
                 finished = done.is_set()
                 current = await conn.fetchval("SELECT version FROM system_version")
@@ -45,7 +44,7 @@ async def test_reader_polling_the_change_log_never_misses_a_version_under_8_writ
             await conn.close()
 
     start = await pool.fetchval("SELECT version FROM system_version")
-    read_task = asyncio.create_task(reader())
+    read_task = asyncio.create_task(reader(start))
     await asyncio.gather(*(writer(w) for w in range(8)))
     done.set()
     await read_task

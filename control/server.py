@@ -43,7 +43,14 @@ def serve(settings: ControlSettings) -> None:
     try:
         app = create_app(settings, url)
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            proxy_headers=settings.trusted_proxies is not None,
+            forwarded_allow_ips=settings.trusted_proxies,
         )
         _Server(config).run()
     finally:

@@ -60,6 +60,11 @@ class ControlSettings(BaseSettings):
         min_length=16,
         description="Bootstrap admin API token, ensured at start (stored hashed).",
     )
+    trusted_proxies: str | None = Field(
+        default=None,
+        description="Comma-separated IPs of load balancers whose X-Forwarded-For names the caller's "
+        "address. Unset: the TCP peer is the caller (edges still forward user IPs with edge tokens).",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest accepted request body.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)

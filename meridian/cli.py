@@ -71,5 +71,13 @@ def control_serve(
         raise typer.Exit(2) from exc
 
 
+from meridian import commands  # noqa: E402
+
+app.command()(commands.connect)
+app.command()(commands.regions)
+app.command()(commands.templates)
+app.command()(commands.status)
+
+
 def main() -> None:
     app()

@@ -74,7 +74,14 @@ async def start_control(db_url: str, settings: ControlSettings | None = None) ->
     app = create_app(settings, db_url)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=30
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_keep_alive=30,
+            proxy_headers=False,
         )
     )
     task = asyncio.create_task(server.serve())

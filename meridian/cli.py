@@ -13,6 +13,8 @@ app = typer.Typer(
 )
 control_app = typer.Typer(no_args_is_help=True, help="Run the control plane.")
 app.add_typer(control_app, name="control")
+edge_app = typer.Typer(no_args_is_help=True, help="Run an edge node.")
+app.add_typer(edge_app, name="edge")
 
 
 def _logging(verbose: bool) -> None:
@@ -67,6 +69,60 @@ def control_serve(
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except (GeoIPDatabaseError, EmbeddedPostgresError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@edge_app.command("serve")
+def edge_serve(
+    region: Annotated[str, typer.Option(help="Region this edge serves.")],
+    control_url: Annotated[str, typer.Option(envvar="MERIDIAN_CONTROL_URL", help="Control plane URL.")],
+    token: Annotated[str, typer.Option(envvar="MERIDIAN_EDGE_TOKEN", help="API token with the edge scope.")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8701,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Replica cache, node id and backend logs.")] = Path(".meridian/edge"),
+    capacity: Annotated[int, typer.Option(help="Most live backends on this node.")] = 100,
+    public_url: Annotated[str | None, typer.Option(help="URL users reach this edge at.")] = None,
+    edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve an edge node: sync, proxy, run backends, heartbeat."""
+    from pydantic import ValidationError
+
+    from edge.app import serve
+    from edge.settings import EdgeSettings
+
+    _logging(verbose)
+    try:
+        settings = EdgeSettings(
+            region=region,
+            control_url=control_url,
+            token=token,
+            port=port,
+            host=host,
+            data_dir=data_dir,
+            capacity=capacity,
+            public_url=public_url,
+            edge_domain=edge_domain,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    serve(settings)
+
+
+@app.command()
+def dev(
+    regions: Annotated[str, typer.Option(help="Comma-separated region names.")] = "eu-west,us-east,ap-northeast",
+    port: Annotated[int, typer.Option(help="Control plane port; edges take the next ones.")] = 8700,
+    data_dir: Annotated[Path, typer.Option(help="Where the cluster keeps its state and logs.")] = Path(".meridian/dev"),
+    admin_token: Annotated[str | None, typer.Option(help="Admin token (default: a new random one).")] = None,
+) -> None:
+    """Run a local multi-region cluster: PostgreSQL, control plane, one edge per region."""
+    from meridian.dev import DevError, run
+
+    try:
+        raise typer.Exit(run([r.strip() for r in regions.split(",") if r.strip()], port, data_dir, admin_token))
+    except DevError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     DATABASE_UNAVAILABLE = "database_unavailable"
     CONTROL_PLANE_UNREACHABLE = "control_plane_unreachable"
     BACKEND_GONE = "backend_gone"
+    BACKEND_NOT_READY = "backend_not_ready"
+    BACKEND_UNREACHABLE = "backend_unreachable"
     INTERNAL = "internal"
 
 
@@ -83,6 +85,14 @@ class BackendGone(MeridianError):
     code, status = ErrorCode.BACKEND_GONE, 410
 
 
+class BackendUnreachable(MeridianError):
+    code, status = ErrorCode.BACKEND_UNREACHABLE, 502
+
+
+class BackendNotReady(MeridianError):
+    code, status = ErrorCode.BACKEND_NOT_READY, 503
+
+
 class SnapshotRequired(MeridianError):
     code, status = ErrorCode.SNAPSHOT_REQUIRED, 410
 
@@ -126,6 +136,8 @@ _BY_CODE: dict[ErrorCode, type[MeridianError]] = {
         Conflict,
         KeyHeld,
         BackendGone,
+        BackendUnreachable,
+        BackendNotReady,
         SnapshotRequired,
         PayloadTooLarge,
         TemplateUnknown,

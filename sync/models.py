@@ -274,6 +274,7 @@ class ChangeKind(StrEnum):
     KEY = "key"
     SIGNING_KEY = "signing_key"
     REVOCATION = "revocation"
+    API_TOKEN = "api_token"
 
 
 class ChangeOp(StrEnum):

@@ -52,11 +52,15 @@ async def connect(
     explain: Annotated[bool, Query()] = False,
     x_forwarded_for: Annotated[str | None, Header()] = None,
     x_meridian_arrival_region: Annotated[str | None, Header()] = None,
+    x_meridian_caller: Annotated[str | None, Header(max_length=64)] = None,
 ) -> ConnectResponse:
+    is_edge = Scope.EDGE in caller.scopes
+    # An edge forwarding a user's connect names the user's API token, which then owns the backend.
+    owner = Caller(token_id=x_meridian_caller, scopes=frozenset()) if is_edge and x_meridian_caller else caller
     ctx = connect_service.ConnectContext(
-        caller=caller,
+        caller=owner,
         client_ip=client_ip_for(request, body, caller, x_forwarded_for),
-        arrival_region=x_meridian_arrival_region if Scope.EDGE in caller.scopes else None,
+        arrival_region=x_meridian_arrival_region if is_edge else None,
         status_base_url=state.settings.public_url or str(request.base_url),
         default_region=state.settings.placement.default_region,
         explain=explain,

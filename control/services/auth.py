@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from control.queries import api_tokens
+from control.versioning import write_transaction
 from sync.errors import Forbidden, Unauthorized
 from sync.ids import new_id
-from sync.models import Scope, TokenIn, TokenView
+from sync.models import ChangeKind, Scope, TokenIn, TokenView
 from sync.timing import AUTH_CACHE_TTL_S
 
 MAX_BEARER_LENGTH = 512
@@ -82,14 +83,18 @@ async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str
 
 async def issue_token(pool: asyncpg.Pool, body: TokenIn) -> TokenView:
     secret = "mrd_" + secrets.token_urlsafe(32)
-    async with pool.acquire() as conn:
-        row = await api_tokens.insert(
-            conn, new_id("tk"), body.name, hash_token(secret), sorted({s.value for s in body.scopes})
-        )
-    return TokenView(**dict(row), token=secret)
+    row = await _store(pool, body.name, secret, sorted({s.value for s in body.scopes}))
+    return TokenView(id=row["id"], name=row["name"], scopes=row["scopes"], created_at=row["created_at"], token=secret)
 
 
 async def ensure_token(pool: asyncpg.Pool, name: str, secret: str, scopes: list[Scope]) -> None:
     """Make `secret` a valid token with `scopes` (the bootstrap admin token, dev-cluster edge tokens)."""
-    async with pool.acquire() as conn:
-        await api_tokens.insert(conn, new_id("tk"), name, hash_token(secret), [s.value for s in scopes])
+    await _store(pool, name, secret, [s.value for s in scopes])
+
+
+async def _store(pool: asyncpg.Pool, name: str, secret: str, scopes: list[str]) -> asyncpg.Record:
+    """Tokens are replicated (hash only) so edges authenticate API calls without a round trip."""
+    async with write_transaction(pool) as tx:
+        row = await api_tokens.insert(tx.conn, new_id("tk"), name, hash_token(secret), scopes)
+        tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+    return row

@@ -1,0 +1,184 @@
+"""The edge node's aiohttp application. Every background task is owned by a cleanup context, so
+it starts with the app and is stopped (and its backends with it) when the app shuts down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from edge import keys, local_api
+from edge.activity import Activity
+from edge.control_client import ControlClient
+from edge.drone import Drone
+from edge.executors import ProcessExecutor
+from edge.proxy import Proxy
+from edge.replica import Replica
+from edge.settings import EdgeSettings
+from sync.client import SyncClient
+from sync.errors import InternalError, MeridianError, NotFound
+from sync.loop import SyncLoop
+from sync.models import HeartbeatIn
+from sync.timing import HEARTBEAT_INTERVAL_S
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(exc: MeridianError) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s else None
+    return web.json_response(exc.to_body(), status=exc.status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MeridianError as exc:
+        return _error_response(exc)
+    except web.HTTPNotFound:
+        return _error_response(NotFound("no such endpoint"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        body = {"error": {"code": "bad_request", "message": exc.reason, "fields": {}}}
+        return web.json_response(body, status=exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s", request.path)
+        return _error_response(InternalError("internal error"))
+
+
+@web.middleware
+async def subdomain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    proxy = request.app[keys.PROXY]
+    backend_id = proxy.subdomain_backend(request)
+    if backend_id is not None:
+        return await proxy.handle_subdomain(request, backend_id)
+    return await handler(request)
+
+
+async def _heartbeat_forever(app: web.Application) -> None:
+    settings, drone = app[keys.SETTINGS], app[keys.DRONE]
+    public_url = settings.effective_public_url(settings.port)
+    while True:
+        hb = HeartbeatIn(
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            address=public_url,
+            edge_url=public_url,
+            capacity=settings.capacity,
+            applied_version=app[keys.REPLICA].applied_version or 0,
+            backends=drone.reports(),
+        )
+        try:
+            await app[keys.CONTROL].heartbeat(hb)
+        except MeridianError as exc:
+            log.warning("heartbeat failed: %s", exc.message)
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def _owned_task(factory: Callable[[web.Application], Awaitable[None]], name: str):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(factory(app), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+async def _core(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
+    replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
+    try:
+        app[keys.SESSION] = session
+        app[keys.REPLICA] = replica
+        app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
+        control = ControlClient(settings.control_url, settings.token, session)
+        app[keys.CONTROL] = control
+        activity = Activity()
+        app[keys.ACTIVITY] = activity
+        drone = Drone(
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            replica=replica,
+            control=control,
+            activity=activity,
+            idle_check_s=settings.idle_check_s,
+        )
+        executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
+        drone.attach(executor)
+        app[keys.DRONE] = drone
+        replica.add_listener(drone.on_changes)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(settings.control_url, settings.token, session=session), replica)
+        app[keys.PROXY] = Proxy(
+            replica=replica,
+            drone=drone,
+            activity=activity,
+            session=session,
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            max_body_bytes=settings.max_body_bytes,
+            ready_wait_s=settings.ready_wait_s,
+            edge_domain=settings.edge_domain,
+        )
+        yield
+        await executor.close()
+    finally:
+        await session.close()
+        await asyncio.to_thread(replica.close)
+
+
+async def _sync(app: web.Application) -> None:
+    await app[keys.SYNC_LOOP].run()
+
+
+async def _drone(app: web.Application) -> None:
+    await app[keys.DRONE].run()
+
+
+def create_app(settings: EdgeSettings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
+    app[keys.SETTINGS] = settings
+    app.cleanup_ctx.append(_core)
+    app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
+    app.cleanup_ctx.append(_owned_task(_drone, "drone"))
+    app.cleanup_ctx.append(_owned_task(_heartbeat_forever, "heartbeat"))
+    app.router.add_get("/healthz", local_api.healthz)
+    app.router.add_get("/v1/edge/status", local_api.status)
+    app.router.add_post("/v1/connect", local_api.connect)
+
+    async def path_proxy(request: web.Request) -> web.StreamResponse:
+        return await request.app[keys.PROXY].handle_path(request)
+
+    # Any other first path segment is taken as a connection token (and refused with 401 if it is not one).
+    app.router.add_route("*", "/{token}", path_proxy)
+    app.router.add_route("*", "/{token}/{tail:.*}", path_proxy)
+    return app
+
+
+def serve(settings: EdgeSettings) -> None:
+    """Blocking; SIGINT/SIGTERM shut down gracefully (backends stopped, caches closed)."""
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        loop=runner.get_loop(),
+    )

@@ -1,0 +1,50 @@
+"""The edge's calls to the control plane besides sync: heartbeats, status reports, forwarded connects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from sync.errors import ControlPlaneUnreachable, MeridianError, error_from_body
+from sync.models import HeartbeatIn, HeartbeatOut, StatusReport
+
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+
+
+class ControlClient:
+    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._session = session
+
+    async def _post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        try:
+            async with self._session.post(
+                self.base_url + path, json=body, headers={**self._auth, **(headers or {})}, timeout=REQUEST_TIMEOUT
+            ) as resp:
+                try:
+                    payload = await resp.json(content_type=None)
+                except ValueError:
+                    payload = None
+                return resp.status, payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ControlPlaneUnreachable(f"control plane unreachable: {exc}") from exc
+
+    async def heartbeat(self, hb: HeartbeatIn) -> HeartbeatOut:
+        status, body = await self._post("/v1/nodes/heartbeat", hb.model_dump(mode="json"))
+        if status != 200:
+            raise error_from_body(status, body)
+        return HeartbeatOut.model_validate(body)
+
+    async def report(self, report: StatusReport) -> None:
+        status, body = await self._post(f"/v1/backends/{report.id}/status", report.model_dump(mode="json"))
+        if status not in (200, 404):  # 404: the control plane forgot it; the heartbeat says so too
+            raise error_from_body(status, body)
+
+    async def connect(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+        """Forward a connect; returns the control plane's status and body as they are."""
+        return await self._post("/v1/connect", body, headers)
+
+
+__all__ = ["ControlClient", "MeridianError"]

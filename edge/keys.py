@@ -1,0 +1,24 @@
+"""Typed application keys of the edge's aiohttp app."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from edge.activity import Activity
+from edge.control_client import ControlClient
+from edge.drone import Drone
+from edge.proxy import Proxy
+from edge.replica import Replica
+from edge.settings import EdgeSettings
+from sync.loop import SyncLoop
+
+SETTINGS = web.AppKey("settings", EdgeSettings)
+NODE_ID = web.AppKey("node_id", str)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+REPLICA = web.AppKey("replica", Replica)
+CONTROL = web.AppKey("control", ControlClient)
+ACTIVITY = web.AppKey("activity", Activity)
+DRONE = web.AppKey("drone", Drone)
+SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
+PROXY = web.AppKey("proxy", Proxy)

@@ -1,0 +1,45 @@
+"""Edge-node settings: one env prefix (`MERIDIAN_EDGE_`), a description per field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
+
+    region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
+    control_url: str = Field(description="Base URL of the control plane.")
+    token: str = Field(description="API token with the `edge` scope.")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8701, ge=0, le=65535, description="Port the HTTP server binds.")
+    data_dir: Path = Field(default=Path(".meridian/edge"), description="Replica cache, node id, backend logs.")
+    capacity: int = Field(default=100, ge=0, description="Most live backends this node runs.")
+    public_url: str | None = Field(default=None, description="URL users reach this edge at; default http://HOST:PORT.")
+    edge_domain: str | None = Field(
+        default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
+    )
+    max_body_bytes: int = Field(default=10 << 20, ge=1024, description="Largest proxied request body.")
+    ready_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a request waits for a starting backend before 503."
+    )
+    stop_grace_s: float = Field(default=5.0, gt=0, description="SIGTERM → SIGKILL grace for backends.")
+    idle_check_s: float = Field(default=1.0, gt=0, description="How often idle and lifetime limits are checked.")
+
+    def effective_public_url(self, bound_port: int) -> str:
+        return (self.public_url or f"http://{self.host}:{bound_port}").rstrip("/")
+
+    def node_id(self) -> str:
+        """A node id stable across restarts, kept in the data directory."""
+        from sync.ids import new_id
+
+        path = self.data_dir / "node_id"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        node_id = new_id("nd")
+        path.write_text(node_id)
+        return node_id

@@ -1,0 +1,173 @@
+"""`meridian dev`: the whole system on one machine — an embedded PostgreSQL, the control plane
+and one edge per region, each a real process on loopback — stopped cleanly on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from meridian import processes
+from sync.catalog import KNOWN_REGIONS
+
+DEMO_TEMPLATE = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"], "idle_timeout_s": 300}
+
+
+class DevError(RuntimeError):
+    pass
+
+
+@dataclass
+class DevCluster:
+    regions: list[str]
+    port: int
+    data_dir: Path
+    admin_token: str
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def edge_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.port + 1 + index}"
+
+    def _env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+
+    def _wait(self, url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DevError(f"{what} exited with code {proc.returncode}; see {self.data_dir / 'logs'}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise DevError(f"{what} did not answer at {url} within {timeout_s:.0f}s")
+
+    def start(self) -> None:
+        logs = self.data_dir / "logs"
+        control = processes.start(
+            [
+                sys.executable,
+                "-m",
+                "meridian",
+                "control",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir / "control"),
+                "--admin-token",
+                self.admin_token,
+            ],
+            logs / "control.log",
+            self._env(),
+        )
+        self.procs.append(("control plane", control))
+        self._wait(f"{self.control_url}/healthz", control, "the control plane")
+        auth = {"Authorization": f"Bearer {self.admin_token}"}
+        with httpx.Client(base_url=self.control_url, headers=auth, timeout=30) as api:
+            for i, name in enumerate(self.regions):
+                known = KNOWN_REGIONS[name]
+                api.put(
+                    f"/v1/regions/{name}", json={"lat": known.lat, "lon": known.lon, "edge_url": self.edge_url(i)}
+                ).raise_for_status()
+            api.put("/v1/templates/demo", json=DEMO_TEMPLATE).raise_for_status()
+            edge_token = api.post("/v1/tokens", json={"name": "dev edges", "scopes": ["edge"]}).json()["token"]
+        for i, name in enumerate(self.regions):
+            edge = processes.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "meridian",
+                    "edge",
+                    "serve",
+                    "--region",
+                    name,
+                    "--control-url",
+                    self.control_url,
+                    "--port",
+                    str(self.port + 1 + i),
+                    "--data-dir",
+                    str(self.data_dir / f"edge-{name}"),
+                    "--token",
+                    edge_token,
+                ],
+                logs / f"edge-{name}.log",
+                self._env(),
+            )
+            self.procs.append((f"edge {name}", edge))
+        for i, name in enumerate(self.regions):
+            self._wait(f"{self.edge_url(i)}/v1/edge/status", self.procs[1 + i][1], f"edge {name}")
+        self._wait_nodes_healthy(auth)
+
+    def _wait_nodes_healthy(self, auth: dict[str, str], timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            regions = httpx.get(f"{self.control_url}/v1/regions", headers=auth, timeout=5).json()
+            healthy = {r["name"] for r in regions if any(n["healthy"] for n in r["nodes"])}
+            if healthy >= set(self.regions):
+                return
+            time.sleep(0.1)
+        raise DevError("edges did not register with the control plane in time")
+
+    def stop(self) -> None:
+        """Edges first (they stop their backends), then the control plane (it stops PostgreSQL)."""
+        for _, proc in reversed(self.procs):
+            processes.stop(proc)
+        self.procs.clear()
+
+    def banner(self) -> str:
+        lines = [
+            "Meridian dev cluster is up.",
+            f"  control plane  {self.control_url}",
+            *(f"  edge {name:<12} {self.edge_url(i)}" for i, name in enumerate(self.regions)),
+            f"  admin token    {self.admin_token}",
+            f"  logs           {self.data_dir / 'logs'}",
+            "",
+            "Try:",
+            f"  curl -s -X POST {self.edge_url(0)}/v1/connect -H 'Authorization: Bearer {self.admin_token}' \\",
+            '       -d \'{"key": "doc-42", "template": "demo"}\'',
+            '  then open the "url" it returns. Ctrl-C stops everything.',
+        ]
+        return "\n".join(lines)
+
+
+def run(regions: list[str], port: int, data_dir: Path, admin_token: str | None) -> int:
+    unknown = [r for r in regions if r not in KNOWN_REGIONS]
+    if unknown:
+        raise DevError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(KNOWN_REGIONS)}")
+    if len(set(regions)) != len(regions) or not regions:
+        raise DevError("--regions must name one or more distinct regions")
+    cluster = DevCluster(regions, port, data_dir.resolve(), admin_token or "dev-" + secrets.token_urlsafe(18))
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster.start()
+        print(cluster.banner(), flush=True)
+        while not stop_requested.wait(0.5):
+            for name, proc in cluster.procs:
+                if proc.poll() is not None:
+                    raise DevError(f"{name} exited with code {proc.returncode}; see {cluster.data_dir / 'logs'}")
+        print("stopping…", flush=True)
+        return 0
+    finally:
+        cluster.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -131,6 +131,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ready_wait_s=settings.ready_wait_s,
             edge_domain=settings.edge_domain,
         )
+        replica.add_listener(app[keys.PROXY].on_changes)
         yield
         await executor.close()
     finally:

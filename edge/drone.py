@@ -68,6 +68,7 @@ class Drone:
         self._dirty = asyncio.Event()
         self._reports: asyncio.Queue[StatusReport] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._local_added = asyncio.Event()
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -116,8 +117,11 @@ class Drone:
             # Assigned to us but the replica's change has not reached the reconciler yet.
             if time.monotonic() >= deadline:
                 return None
+            added = self._local_added
             self._dirty.set()
-            await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await added.wait()
 
     def running(self) -> int:
         return sum(1 for b in self.local.values() if b.status.is_live)
@@ -157,13 +161,18 @@ class Drone:
                 del self.local[backend_id]  # the control plane has it: nothing left to report
                 self.activity.forget(backend_id)
 
+    def _add_local(self, local: LocalBackend) -> None:
+        self.local[local.id] = local
+        self._local_added.set()
+        self._local_added = asyncio.Event()
+
     def _start(self, row: dict[str, Any]) -> None:
         template = self.replica.template(row["template_id"])
         if template is None or self.executor is None:
             log.error("backend %s names template %s unknown to this edge", row["id"], row["template_id"])
             return
         local = LocalBackend(id=row["id"], template=TemplateSpec.model_validate(template["spec"]))
-        self.local[local.id] = local
+        self._add_local(local)
         self._report(local)
         request = SpawnRequest(
             backend_id=row["id"],
@@ -195,7 +204,7 @@ class Drone:
 
     def _adopt_lost(self, row: dict[str, Any]) -> None:
         local = LocalBackend(id=row["id"], template=TemplateSpec(executor="process", argv=["lost"]))
-        self.local[local.id] = local
+        self._add_local(local)
         self._finish(local, TerminationReason.LOST, None)
 
     async def on_exit(self, exit_: BackendExit) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from edge.activity import Activity
 from edge.drone import Drone
 from edge.replica import Replica
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
+from sync.models import Change
 from sync.tokens import ConnectionClaims
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ HOP_BY_HOP = frozenset(
 )
 HOP_HEADER = "x-meridian-hop"
 TOKEN_COOKIE = "meridian_token"
-CHUNK = 64 * 1024
+FRESH_TOKEN_S = 60
+"""A token issued this recently may name a backend the replica has not learnt yet."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.ready_wait_s = ready_wait_s
         self.edge_domain = edge_domain.lower().lstrip(".") if edge_domain else None
+        self._replica_changed = asyncio.Event()
 
     # ---- routing --------------------------------------------------------------------------------
 
@@ -121,7 +125,25 @@ class Proxy:
         finally:
             self.activity.end(target.backend_id)
 
+    def on_changes(self, _changes: list[Change]) -> None:
+        """Replica listener: wake requests waiting for a backend the replica did not know yet."""
+        self._replica_changed.set()
+        self._replica_changed = asyncio.Event()
+
+    async def _known_backend(self, claims: ConnectionClaims) -> None:
+        """A token fresh from `connect` may reach this edge before the sync reply naming its backend:
+        wait (bounded) for the replica to learn it rather than answer 410."""
+        if time.time() - claims.issued_at > FRESH_TOKEN_S:
+            return
+        deadline = time.monotonic() + self.ready_wait_s
+        while self.replica.backend(claims.backend_id) is None and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._replica_changed.wait()
+
     async def _target(self, request: web.Request, claims: ConnectionClaims, forward_prefix: str) -> Target:
+        if self.replica.backend(claims.backend_id) is None:
+            await self._known_backend(claims)
         backend = backend_for(self.replica, claims)
         if backend["node_id"] != self.node_id:
             return self._remote_target(request, backend, claims, forward_prefix)

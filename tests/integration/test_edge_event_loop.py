@@ -1,0 +1,105 @@
+"""The edge and the control plane in this test's event loop, with asyncio debug on: any callback
+that blocks the loop for more than 100 ms (a blocking call: sqlite, subprocess wait, DNS, file I/O)
+fails the test."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from edge.app import create_app
+from edge.settings import EdgeSettings
+from tests.conftest import ADMIN_TOKEN, RunningControl
+
+SLOW_CALLBACK_S = 0.1
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "took" in message and "Executing" in message:
+            self.seen.append(message)
+
+
+@pytest.fixture
+async def strict_loop() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    handler = _SlowCallbacks()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+        loop.set_debug(False)
+    assert handler.seen == [], "the event loop was blocked:\n" + "\n".join(handler.seen)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_loop: None) -> AsyncIterator[str]:
+    async with control.client() as admin:
+        r = await admin.put(
+            "/v1/templates/demo", json={"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
+        )
+        assert r.status_code == 200
+    port = _free_port()
+    settings = EdgeSettings(
+        region="eu-west", control_url=control.url, token=edge_token, port=port, data_dir=tmp_path / "edge"
+    )
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(200):  # until the edge has registered and synced
+                async with s.get(f"{url}/v1/edge/status") as r:
+                    if (await r.json())["control_plane"] == "reachable":
+                        break
+                await asyncio.sleep(0.02)
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+async def test_connect_proxy_and_websocket_never_block_the_loop(edge: str) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):  # the node registers with its first heartbeat
+            async with s.post(f"{edge}/v1/connect", json={"key": "loop", "template": "demo"}, headers=headers) as r:
+                body = await r.json()
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert r.status == 200, body
+        async with s.get(body["url"] + "info") as r:
+            assert r.status == 200 and (await r.json())["backend_id"] == body["backend_id"]
+        async with s.ws_connect(body["url"].replace("http", "ws", 1) + "ws") as ws:
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=10)).data == "ping"
+        for _ in range(50):
+            async with s.get(body["url"] + "info") as r:
+                assert r.status == 200
+        async with s.post(f"{edge}/v1/connect", json={"key": "loop", "template": "demo"}, headers=headers) as r:
+            again = await r.json()
+        assert again["backend_id"] == body["backend_id"]

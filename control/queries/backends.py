@@ -130,3 +130,22 @@ SNAPSHOT_FILTER = "(b.status <> 'terminated' OR b.status_changed_at > now() - ma
 def snapshot(conn: asyncpg.Connection, terminated_retention_s: float) -> CursorFactory:
     """The backends of the sync snapshot (see SNAPSHOT_FILTER)."""
     return conn.cursor(f"SELECT {COLUMNS} FROM backends b WHERE {SNAPSHOT_FILTER}", terminated_retention_s)
+
+
+async def mark_lost_on_silent_nodes(conn: asyncpg.Connection, silent_for_s: float) -> list[asyncpg.Record]:
+    """Terminate (reason `lost`) the live backends of nodes silent for `silent_for_s`; their keys
+    become free. Rows already locked by another writer are left for the next sweep."""
+    return await conn.fetch(
+        f"""
+        UPDATE backends AS b SET status = 'terminated', termination_reason = 'lost', status_changed_at = now()
+        WHERE b.id IN (
+            SELECT b2.id FROM backends b2 JOIN edge_nodes n ON n.id = b2.node_id
+            WHERE b2.status = ANY($2::text[])
+              AND n.last_heartbeat_at < now() - make_interval(secs => $1)
+            FOR UPDATE OF b2 SKIP LOCKED
+        )
+        RETURNING {COLUMNS}
+        """,
+        silent_for_s,
+        list(LIVE_STATUSES),
+    )

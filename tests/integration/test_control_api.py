@@ -207,3 +207,25 @@ async def test_malformed_authorization_headers_are_401(control: RunningControl) 
         for header in ("Basic abc", "Bearer", "Bearer " + "x" * 5000):
             r = await c.get("/v1/regions", headers={"Authorization": header})
             assert r.status_code == 401, header
+
+
+async def test_backends_of_a_node_silent_past_key_failover_are_lost_and_free_their_keys(
+    control: RunningControl, admin: httpx.AsyncClient, edge_token: str
+) -> None:
+    from control.services.failover import fail_over_silent_nodes
+    from sync.timing import KEY_FAILOVER_AFTER_S
+
+    await cluster(admin, edge_token, ["eu-west", "us-east"])
+    a = (await admin.post("/v1/connect", json={"key": "fo", "template": "demo", "region": "eu-west"})).json()
+    assert await fail_over_silent_nodes(control.state.pool) == 0, "a healthy node keeps its backends"
+    async with control.state.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE edge_nodes SET last_heartbeat_at = now() - make_interval(secs => $1) WHERE region = 'eu-west'",
+            KEY_FAILOVER_AFTER_S + 1,
+        )
+    assert await fail_over_silent_nodes(control.state.pool) == 1
+    lost = (await admin.get(f"/v1/backends/{a['backend_id']}")).json()
+    assert lost["status"] == "terminated" and lost["termination_reason"] == "lost"
+    control.state.fleet.invalidate()
+    b = (await admin.post("/v1/connect", json={"key": "fo", "template": "demo"})).json()
+    assert b["region"] == "us-east" and b["fencing_token"] == a["fencing_token"] + 1

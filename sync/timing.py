@@ -34,3 +34,6 @@ AUTH_CACHE_TTL_S: float = 5.0
 
 DB_RETRY_AFTER_S: float = 2.0
 """`Retry-After` sent with 503 while the database is unreachable."""
+
+TERMINATED_RETENTION_S: float = 3600.0
+"""How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""

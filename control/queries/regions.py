@@ -15,7 +15,13 @@ async def upsert(
         f"""
         INSERT INTO regions (name, lat, lon, edge_url, capacity) VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (name) DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon,
-            edge_url = EXCLUDED.edge_url, capacity = EXCLUDED.capacity, updated_at = now()
+            edge_url = EXCLUDED.edge_url, capacity = EXCLUDED.capacity,
+            -- A PUT that changes nothing must not touch updated_at: it records no change row,
+            -- and updated_at is part of the replicated body (edges would drift from the table).
+            updated_at = CASE
+                WHEN (regions.lat, regions.lon, regions.edge_url, regions.capacity)
+                     IS DISTINCT FROM (EXCLUDED.lat, EXCLUDED.lon, EXCLUDED.edge_url, EXCLUDED.capacity)
+                THEN now() ELSE regions.updated_at END
         RETURNING {_COLUMNS}
         """,
         name,

@@ -20,6 +20,7 @@ Admission control: at most `limit` snapshots are streamed at once; beyond that t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import orjson
 from asyncpg.cursor import CursorFactory
 
 from control.queries import (
+    api_tokens,
     backends,
     edge_nodes,
     keys,
@@ -66,6 +68,7 @@ _SOURCES = (
     _Source(ChangeKind.SIGNING_KEY, signing_keys.snapshot, "id"),
     _Source(ChangeKind.BACKEND, partial(backends.snapshot, terminated_retention_s=TERMINATED_RETENTION_S), "id"),
     _Source(ChangeKind.KEY, keys.snapshot, "key"),
+    _Source(ChangeKind.API_TOKEN, api_tokens.snapshot, "hash"),
     _Source(
         ChangeKind.REVOCATION,
         partial(token_revocations.snapshot, terminated_retention_s=TERMINATED_RETENTION_S),
@@ -82,6 +85,9 @@ class SnapshotAdmission:
         self.limit = limit
         self.active = 0
         self._retry_after_s = retry_after_s
+        self.idle = asyncio.Event()
+        """Set while no snapshot is being served."""
+        self.idle.set()
 
     def admit(self) -> Callable[[], None]:
         """Take a slot or raise TooManyRequests; returns the (idempotent) release function."""
@@ -92,6 +98,7 @@ class SnapshotAdmission:
                 retry_after_s=self._retry_after_s,
             )
         self.active += 1
+        self.idle.clear()
         released = False
 
         def release() -> None:
@@ -99,6 +106,8 @@ class SnapshotAdmission:
             if not released:
                 released = True
                 self.active -= 1
+                if self.active == 0:
+                    self.idle.set()
 
         return release
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import orjson
 from control.notifier import VersionNotifier
 from control.queries import changes, system_version
 from sync.errors import SnapshotRequired
+from sync.timing import SYNC_FALLBACK_POLL_S
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,10 @@ class ChangeFeed:
         """Long-polls currently blocked waiting for a new version."""
         return self._waiting
 
-    async def wait_for_waiting(self, count: int) -> None:
-        """Return once at least `count` long-polls are blocked (lets callers start a race deterministically)."""
+    async def wait_for_waiting(self, ready: Callable[[int], bool]) -> None:
+        """Return once `ready(number of blocked long-polls)` holds (for tests and diagnostics)."""
         async with self._waiting_changed:
-            await self._waiting_changed.wait_for(lambda: self._waiting >= count)
+            await self._waiting_changed.wait_for(lambda: ready(self._waiting))
 
     async def page(self, since: int, known: int) -> Page:
         """The page after `since`, read at or after the notifier knew version `known`; shared."""
@@ -153,6 +155,11 @@ class ChangeFeed:
             remaining = deadline - asyncio.get_running_loop().time()
             if page.advances or page.count or remaining <= 0:
                 return page
+            if page.to < known:
+                # The database is behind what the notifier saw (restored to an earlier version):
+                # notifications of its new versions do not wake us, so re-read at the fallback pace.
+                await asyncio.sleep(min(remaining, SYNC_FALLBACK_POLL_S))
+                continue
             await self._wait_beyond(max(known, since), remaining)
 
     async def _wait_beyond(self, version: int, timeout_s: float) -> None:

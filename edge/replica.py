@@ -1,0 +1,373 @@
+"""The edge's replica of the replicated system state: on disk (diskcache, see replica_disk.py) for
+durability, in memory for lookups.
+
+Every object is held in memory as its canonical JSON (sorted keys), with small secondary indexes
+(backends by node, revocations by backend); a lookup parses one object, a few microseconds, and
+returns a fresh dict the caller may keep or change. The memory image is rebuilt from disk at open.
+A directory that cannot be trusted (garbage in the sqlite file, a missing or unparseable version
+marker, an entry that does not parse) is detected at open, wiped, and the replica starts empty:
+the sync loop then takes a snapshot. It is never served half-read.
+
+Writes go to disk on the replica's own single thread (diskcache is blocking sqlite), then to the
+memory image on the event loop, so readers on the loop never see a half-applied reply:
+- `apply_changes`: one diskcache transaction holding the reply's objects and its `to` version;
+- `apply_snapshot`: a fresh generation written page by page while the stream is read, published
+  atomically once the stream has been verified complete; a broken stream leaves the old state.
+
+Listeners (`add_listener`) are called on the loop after each applied reply with its changes, and
+after a snapshot with a SYNTHETIC list: the difference between the state before and after it
+(an upsert per new or changed object, a delete per object gone), all with the snapshot's version.
+So an edge reacts to the same things whether it learnt them by diff or by snapshot.
+
+Terminated backends (and their revocations) are pruned TERMINATED_RETENTION_S after they ended,
+as the control plane's snapshot leaves them out; keys stay (they carry fencing-token counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from edge.replica_disk import CorruptCache, DiskState, Generation, ReplicaDisk, disk_key
+from sync.client import SnapshotObject
+from sync.models import Change, ChangeKind, ChangeOp, ChangesReply
+from sync.timing import TERMINATED_RETENTION_S
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = frozenset({"scheduled", "starting", "ready"})
+PAGE_OBJECTS = 2000
+"""Objects per base page (one disk write) while a snapshot is written."""
+REBASE_OVERLAY_MIN = 20_000
+"""Re-base the disk store once its overlay holds this many entries and more than the state has objects."""
+PRUNE_EVERY_S = 600.0
+
+Listener = Callable[[list[Change]], None]
+T = TypeVar("T")
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    # The copy matters: orjson's output keeps a ~4 KiB allocation behind every bytes object it
+    # returns, which for 200,000 held objects is ~800 MB; an exact-size copy is ~450 bytes.
+    return memoryview(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).tobytes()
+
+
+class _Index:
+    """The memory image: canonical JSON per (kind, id), plus the secondary indexes lookups need."""
+
+    def __init__(self) -> None:
+        self.objects: dict[ChangeKind, dict[str, bytes]] = {kind: {} for kind in ChangeKind}
+        self.backends_by_node: dict[str, set[str]] = {}
+        self.revocations_by_backend: dict[str, set[str]] = {}
+        self.terminated_at: dict[str, str] = {}  # terminated backend id → status_changed_at
+
+    @classmethod
+    def from_disk(cls, objects: dict[ChangeKind, dict[str, bytes]]) -> _Index:
+        index = cls()
+        for kind, items in objects.items():
+            for object_id, raw in items.items():
+                body = orjson.loads(raw)
+                if not isinstance(body, dict):
+                    raise CorruptCache(f"{kind} {object_id!r} is not an object")
+                index.put(kind, object_id, raw, body)
+        return index
+
+    def put(self, kind: ChangeKind, object_id: str, raw: bytes, body: dict[str, Any]) -> None:
+        if kind is ChangeKind.BACKEND:
+            self._unlink_backend(object_id)
+            _link(self.backends_by_node, body.get("node_id"), object_id)
+            if body.get("status") == "terminated":
+                self.terminated_at[object_id] = str(body.get("status_changed_at") or "")
+        elif kind is ChangeKind.REVOCATION:
+            self._unlink_revocation(object_id)
+            _link(self.revocations_by_backend, body.get("backend_id"), object_id)
+        self.objects[kind][object_id] = raw
+
+    def remove(self, kind: ChangeKind, object_id: str) -> None:
+        if kind is ChangeKind.BACKEND:
+            self._unlink_backend(object_id)
+        elif kind is ChangeKind.REVOCATION:
+            self._unlink_revocation(object_id)
+        self.objects[kind].pop(object_id, None)
+
+    def get(self, kind: ChangeKind, object_id: str | None) -> dict[str, Any] | None:
+        raw = self.objects[kind].get(object_id) if object_id is not None else None
+        return orjson.loads(raw) if raw is not None else None
+
+    def _unlink_backend(self, backend_id: str) -> None:
+        old = self.get(ChangeKind.BACKEND, backend_id)
+        if old is not None:
+            _unlink(self.backends_by_node, old.get("node_id"), backend_id)
+            self.terminated_at.pop(backend_id, None)
+
+    def _unlink_revocation(self, revocation_id: str) -> None:
+        old = self.get(ChangeKind.REVOCATION, revocation_id)
+        if old is not None:
+            _unlink(self.revocations_by_backend, old.get("backend_id"), revocation_id)
+
+
+def _link(index: dict[str, set[str]], owner: object, object_id: str) -> None:
+    if isinstance(owner, str):
+        index.setdefault(owner, set()).add(object_id)
+
+
+def _unlink(index: dict[str, set[str]], owner: object, object_id: str) -> None:
+    if isinstance(owner, str) and owner in index:
+        index[owner].discard(object_id)
+        if not index[owner]:
+            del index[owner]
+
+
+def _diff(before: _Index, after: _Index, version: int) -> list[Change]:
+    """What a snapshot changed, as changes (the synthetic list listeners get after a snapshot)."""
+    out: list[Change] = []
+    for kind in ChangeKind:
+        old, new = before.objects[kind], after.objects[kind]
+        for object_id, raw in new.items():
+            if old.get(object_id) != raw:
+                out.append(
+                    Change.model_construct(
+                        version=version, kind=kind, id=object_id, op=ChangeOp.UPSERT, body=orjson.loads(raw)
+                    )
+                )
+        for object_id in old.keys() - new.keys():
+            out.append(Change.model_construct(version=version, kind=kind, id=object_id, op=ChangeOp.DELETE, body=None))
+    return out
+
+
+class Replica:
+    """Open with `Replica.open(directory)` (blocking: it reads the whole store); `close()` when done."""
+
+    def __init__(self, disk: ReplicaDisk, executor: ThreadPoolExecutor, state: DiskState | None, index: _Index) -> None:
+        self._disk = disk
+        self._executor = executor
+        self._index = index
+        self._version = state.applied_version if state else None
+        self._epoch = state.epoch if state else None
+        self._listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        self._closed = False
+        self.rebuilt = False
+        """True when open() found the directory corrupt and started empty."""
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Replica:
+        disk = ReplicaDisk(Path(directory))
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-disk")
+
+        def load() -> tuple[DiskState | None, _Index, bool]:
+            try:
+                state = disk.load()
+                return state, _Index.from_disk(state.objects) if state else _Index(), False
+            except Exception as exc:  # CorruptCache, or anything the image build tripped on
+                log.error("replica in %s is corrupt (%s); starting empty, a snapshot will rebuild it", directory, exc)
+                disk.reset()
+                return None, _Index(), True
+
+        try:
+            state, index, rebuilt = executor.submit(load).result()
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        replica = cls(disk, executor, state, index)
+        replica.rebuilt = rebuilt
+        return replica
+
+    def close(self) -> None:
+        """Blocking; idempotent; the replica is unusable after."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._executor.submit(self._disk.close).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def _on_disk(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    # ---- the ReplicaSink side (sync/loop.py) --------------------------------------------------
+
+    @property
+    def applied_version(self) -> int | None:
+        return self._version
+
+    @property
+    def epoch(self) -> str | None:
+        return self._epoch
+
+    async def apply_changes(self, reply: ChangesReply) -> None:
+        async with self._lock:
+            if self._version is not None and reply.to <= self._version and not reply.changes:
+                return  # an empty bookmark at our version: nothing to store
+            staged: list[tuple[ChangeKind, str, bytes | None, dict[str, Any] | None]] = []
+            for change in reply.changes:
+                if change.op is ChangeOp.UPSERT and change.body is not None:
+                    staged.append((change.kind, change.id, _canonical(change.body), change.body))
+                else:
+                    staged.append((change.kind, change.id, None, None))
+            pruned = self._prunable() if time.monotonic() >= self._next_prune else []
+            writes = [(disk_key(kind, oid), raw) for kind, oid, raw, _ in staged]
+            writes += [(disk_key(kind, oid), None) for kind, oid in pruned]
+            await self._on_disk(self._disk.write_changes, writes, reply.to, reply.epoch)
+            for kind, oid, raw, body in staged:
+                if raw is None or body is None:
+                    self._index.remove(kind, oid)
+                else:
+                    self._index.put(kind, oid, raw, body)
+            for kind, oid in pruned:
+                self._index.remove(kind, oid)
+            if pruned or self._next_prune <= time.monotonic():
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            self._version, self._epoch = reply.to, reply.epoch
+            if self._disk.overlay_entries > max(REBASE_OVERLAY_MIN, sum(map(len, self._index.objects.values()))):
+                await self._rebase()
+        if reply.changes:
+            self._emit(list(reply.changes))
+
+    async def apply_snapshot(self, epoch: str, version: int, objects: AsyncIterator[SnapshotObject]) -> None:
+        async with self._lock:
+            gen: Generation = await self._on_disk(self._disk.begin)
+            fresh = _Index()
+            try:
+                batch: list[tuple[str, bytes]] = []
+                writing: asyncio.Future[None] | None = None
+                async for obj in objects:
+                    raw = _canonical(obj.body)
+                    fresh.put(obj.kind, obj.id, raw, obj.body)
+                    batch.append((disk_key(obj.kind, obj.id), raw))
+                    if len(batch) >= PAGE_OBJECTS:
+                        if writing is not None:
+                            await writing  # one page on disk while the next is parsed
+                        writing = asyncio.ensure_future(self._on_disk(gen.write_page, batch))
+                        batch = []
+                if writing is not None:
+                    await writing
+                await self._on_disk(gen.write_page, batch)
+                await self._on_disk(self._disk.publish, gen, version, epoch)
+            except BaseException:
+                # The disk thread runs jobs in order: this runs after any batch still being written.
+                await asyncio.shield(self._on_disk(self._disk.abort, gen))
+                raise
+            before, self._index = self._index, fresh
+            self._version, self._epoch = version, epoch
+        if self._listeners:
+            self._emit(_diff(before, fresh, version))
+
+    async def _rebase(self) -> None:
+        """Write the memory image as the base of a fresh generation, so the overlay (every object
+        changed since the last snapshot, and a tombstone per deletion) does not grow without end.
+        A failure is only logged: the current generation stays valid."""
+        assert self._version is not None and self._epoch is not None
+        items = [(disk_key(kind, oid), raw) for kind, objs in self._index.objects.items() for oid, raw in objs.items()]
+        gen: Generation = await self._on_disk(self._disk.begin)
+        try:
+            for start in range(0, len(items), PAGE_OBJECTS):
+                await self._on_disk(gen.write_page, items[start : start + PAGE_OBJECTS])
+            await self._on_disk(self._disk.publish, gen, self._version, self._epoch)
+        except Exception:
+            log.exception("replica: re-basing the disk store failed; keeping the current generation")
+            await asyncio.shield(self._on_disk(self._disk.abort, gen))
+            return
+        log.info("replica: re-based the disk store at version %d (%d objects)", self._version, len(items))
+
+    # ---- listeners ----------------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener) -> Callable[[], None]:
+        """Call `callback(changes)` after each applied reply (after a snapshot: the synthetic diff).
+        Called on the event loop; keep it quick. Returns a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _emit(self, changes: list[Change]) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(changes)
+            except Exception:
+                log.exception("replica listener %r failed", callback)
+
+    # ---- pruning ------------------------------------------------------------------------------
+
+    def _prunable(self) -> list[tuple[ChangeKind, str]]:
+        cutoff = datetime.now(UTC) - timedelta(seconds=TERMINATED_RETENTION_S)
+        out: list[tuple[ChangeKind, str]] = []
+        for backend_id, ended in self._index.terminated_at.items():
+            try:
+                old = datetime.fromisoformat(ended) < cutoff
+            except ValueError:
+                old = True
+            if old:
+                out.append((ChangeKind.BACKEND, backend_id))
+                out += [(ChangeKind.REVOCATION, r) for r in self._index.revocations_by_backend.get(backend_id, ())]
+        return out
+
+    # ---- reads (all from memory; each returns a fresh dict) -----------------------------------
+
+    def backend(self, backend_id: str) -> dict[str, Any] | None:
+        return self._index.get(ChangeKind.BACKEND, backend_id)
+
+    def backends_on_node(self, node_id: str) -> list[dict[str, Any]]:
+        """Every backend the replica holds for the node, whatever its status."""
+        ids = sorted(self._index.backends_by_node.get(node_id, ()))
+        return [b for b in (self.backend(i) for i in ids) if b is not None]
+
+    def key(self, key: str) -> dict[str, Any] | None:
+        return self._index.get(ChangeKind.KEY, key)
+
+    def live_backend_for_key(self, key: str) -> dict[str, Any] | None:
+        """The key's current backend when it is scheduled, starting or ready."""
+        row = self.key(key)
+        backend = self._index.get(ChangeKind.BACKEND, row.get("backend_id")) if row is not None else None
+        return backend if backend is not None and backend.get("status") in LIVE_STATUSES else None
+
+    def template(self, template_id: str) -> dict[str, Any] | None:
+        """{id, spec}"""
+        return self._index.get(ChangeKind.TEMPLATE, template_id)
+
+    def template_by_name(self, name: str) -> dict[str, Any] | None:
+        """{id, spec} of the template the name currently points at."""
+        named = self._index.get(ChangeKind.TEMPLATE_NAME, name)
+        return self._index.get(ChangeKind.TEMPLATE, named.get("id")) if named is not None else None
+
+    def region(self, name: str) -> dict[str, Any] | None:
+        return self._index.get(ChangeKind.REGION, name)
+
+    def regions(self) -> list[dict[str, Any]]:
+        return self._all(ChangeKind.REGION)
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        return self._index.get(ChangeKind.NODE, node_id)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._all(ChangeKind.NODE)
+
+    def signing_key(self, key_id: str) -> dict[str, Any] | None:
+        return self._index.get(ChangeKind.SIGNING_KEY, key_id)
+
+    def revocations(self, backend_id: str) -> list[dict[str, Any]]:
+        ids = sorted(self._index.revocations_by_backend.get(backend_id, ()))
+        return [r for r in (self._index.get(ChangeKind.REVOCATION, i) for i in ids) if r is not None]
+
+    def objects(self, kind: ChangeKind) -> dict[str, dict[str, Any]]:
+        """Every object of a kind, by id (a full copy: for tests, tools and debugging, not hot paths)."""
+        return {oid: orjson.loads(raw) for oid, raw in self._index.objects[kind].items()}
+
+    def get(self, kind: ChangeKind, object_id: str) -> dict[str, Any] | None:
+        """One object of any kind by id (API tokens are held by the hex sha256 of the token)."""
+        return self._index.get(kind, object_id)
+
+    def count(self, kind: ChangeKind) -> int:
+        return len(self._index.objects[kind])
+
+    def _all(self, kind: ChangeKind) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for _, raw in sorted(self._index.objects[kind].items())]

@@ -103,8 +103,10 @@ async def test_snapshot_reads_one_version_while_writes_go_on(control: RunningCon
     try:
         chunks = stream.lines()
         received = [await anext(chunks), await anext(chunks)]  # header and the first page
-        for i in range(30):  # commit writes between pages
+        for i in range(30):  # commit writes between pages, to the table being read and to later ones
             r = await admin.put(f"/v1/regions/r{i:02d}", json={"lat": 1.0, "lon": 0.0, "edge_url": "http://r.test"})
+            assert r.status_code == 200
+            r = await admin.put(f"/v1/templates/t{i}", json={"executor": "process", "argv": ["x", str(i)]})
             assert r.status_code == 200
         received += [chunk async for chunk in chunks]
     finally:
@@ -113,6 +115,7 @@ async def test_snapshot_reads_one_version_while_writes_go_on(control: RunningCon
     assert header["version"] < await version(admin)
     assert objects == await _log_state(pool, header["version"])
     assert {body["lat"] for (kind, _), body in objects.items() if kind == "region"} == {0.0}
+    assert not [oid for kind, oid in objects if kind == "template_name"], "no template existed at its version"
 
 
 @pytest.fixture

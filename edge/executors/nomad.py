@@ -1,0 +1,437 @@
+"""The ``nomad`` executor: one Nomad job per backend, driven through ``python-nomad``.
+
+python-nomad is synchronous (requests), so every call runs in a worker thread (``asyncio.to_thread``)
+and its exceptions are turned into this package's at the boundary:
+
+* connection errors, timeouts and 5xx answers → :class:`ExecutorUnavailable`;
+* 400/403 answers → :class:`ExecutorError` (the job or the token is wrong; retrying will not help);
+* 404 → "gone" (a purged job or a garbage-collected allocation), handled inside.
+
+The job (see :func:`nomad_job`): ID ``meridian-<backend_id>``, type ``service``, datacenter = the
+backend's region, one group with one dynamic port labelled ``http`` and one ``docker`` task running
+``template.image`` with the backend's environment (``PORT`` is ``${NOMAD_PORT_http}``, interpolated
+by Nomad) and ``memory_mb`` / ``cpu_mhz`` as its resources. Restarts and rescheduling are disabled: a
+backend that dies is *failed* and its key becomes free — Nomad must not bring up a second instance
+behind the platform's back (the fencing token would no longer identify one process).
+
+``start`` registers the job, polls the job's allocation until ``ClientStatus`` is ``running``,
+reads ``HostIP:Value`` of the ``http`` port from ``AllocatedResources.Shared.Ports``, then runs the
+shared HTTP readiness probe while it keeps watching the allocation. Registering the same job again
+(an edge that restarted) is idempotent in Nomad, so ``start`` re-attaches to a running job.
+
+``stop`` deregisters the job with ``purge=true``. Nomad stops the task with SIGTERM and its
+``KillTimeout`` (set from ``grace_s``) before SIGKILL; there is no "kill now" in the job API, so
+``hard=True`` only means ``stop`` does not wait for the allocation to finish. With ``hard=False`` it
+waits (bounded) for the allocation to end, to report its exit code.
+
+After ready, the allocation is polled every ``monitor_interval_s``; an allocation that ends on its
+own is reported as ``failed`` (``lost`` when Nomad lost its node), with the task's exit code.
+
+Known limits: ``MERIDIAN_SECRET`` travels in the job's ``Env`` (readable by anyone allowed to read
+the job; Nomad Variables or Vault would hide it); polling rather than Nomad blocking queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from nomad.api import exceptions as nomad_exc
+
+# python-nomad's client. Linters run from the repo root take the repo's own nomad/ directory (job
+# specs) for this package (hence the sorting and the type-ignore); at run time the installed
+# package wins, since a plain directory is only a namespace-package fallback.
+from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
+from sync.models import TerminationReason
+
+from .base import (
+    BackendExit,
+    ExecutorError,
+    ExecutorStatus,
+    ExecutorUnavailable,
+    ExitCallback,
+    SpawnRequest,
+    StartFailed,
+    StartRefused,
+    backend_env,
+    check_backend_id,
+)
+from .readiness import NotReady, format_address, probe_ready
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PORT_LABEL = "http"
+TASK_NAME = "backend"
+TERMINAL = frozenset({"complete", "failed", "lost"})
+_NS_PER_S = 1_000_000_000
+
+
+class _Gone(ExecutorError):
+    """Nomad answered 404: the job was purged or the allocation garbage-collected."""
+
+
+def job_id(backend_id: str) -> str:
+    return f"meridian-{backend_id}"
+
+
+def nomad_job(req: SpawnRequest, *, grace_s: float) -> dict[str, Any]:
+    """The Nomad API job (JSON form, as ``POST /v1/jobs`` takes it under ``"Job"``) for a backend."""
+    tpl = req.template
+    resources: dict[str, int] = {}
+    if tpl.cpu_mhz is not None:
+        resources["CPU"] = tpl.cpu_mhz
+    if tpl.memory_mb is not None:
+        resources["MemoryMB"] = tpl.memory_mb
+    task: dict[str, Any] = {
+        "Name": TASK_NAME,
+        "Driver": "docker",
+        "Config": {"image": tpl.image, "ports": [PORT_LABEL]},
+        "Env": backend_env(req, "${NOMAD_PORT_" + PORT_LABEL + "}"),
+        "KillTimeout": int(grace_s * _NS_PER_S),
+    }
+    if resources:
+        task["Resources"] = resources
+    return {
+        "ID": job_id(req.backend_id),
+        "Name": job_id(req.backend_id),
+        "Type": "service",
+        "Datacenters": [req.region],
+        "Meta": {
+            "meridian_backend_id": req.backend_id,
+            "meridian_template_id": req.template_id,
+            "meridian_fencing_token": str(req.fencing_token),
+        },
+        "TaskGroups": [
+            {
+                "Name": TASK_NAME,
+                "Count": 1,
+                "Networks": [{"DynamicPorts": [{"Label": PORT_LABEL}]}],
+                "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
+                "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
+                "Tasks": [task],
+            }
+        ],
+    }
+
+
+def http_address(alloc: dict[str, Any]) -> tuple[str, int]:
+    """``(HostIP, Value)`` of the allocation's ``http`` port."""
+    shared = (alloc.get("AllocatedResources") or {}).get("Shared") or {}
+    for port in shared.get("Ports") or []:
+        if port.get("Label") == PORT_LABEL and port.get("HostIP") and port.get("Value"):
+            return str(port["HostIP"]), int(port["Value"])
+    raise StartFailed(f"allocation {alloc.get('ID')} has no {PORT_LABEL!r} port")
+
+
+def task_exit_code(alloc: dict[str, Any]) -> int | None:
+    """The task's exit code from its last ``Terminated`` event; -N when killed by signal N."""
+    state = (alloc.get("TaskStates") or {}).get(TASK_NAME) or {}
+    for event in reversed(state.get("Events") or []):
+        if event.get("Type") == "Terminated":
+            sig = int(event.get("Signal") or 0)
+            return -sig if sig else int(event.get("ExitCode") or 0)
+    return None
+
+
+@dataclass(eq=False)
+class _Job:
+    req: SpawnRequest
+    job_id: str
+    state: ExecutorStatus = "starting"
+    alloc_id: str | None = None
+    stop_reason: TerminationReason | None = None
+    reporting: bool = False
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set when reporting starts
+    monitor: asyncio.Task[None] | None = None
+
+
+class NomadExecutor:
+    kind = "nomad"
+
+    def __init__(
+        self,
+        on_exit: ExitCallback,
+        *,
+        address: str = "http://127.0.0.1:4646",
+        token: str | None = None,
+        namespace: str | None = None,
+        nomad_region: str | None = None,
+        verify: bool = True,
+        request_timeout_s: int = 5,
+        grace_s: float = 5.0,
+        poll_interval_s: float = 0.1,
+        monitor_interval_s: float = 2.0,
+        history: int = 4096,
+    ) -> None:
+        self._on_exit = on_exit
+        self._address = address
+        self._client = Nomad(
+            address=address,
+            token=token,
+            namespace=namespace,
+            region=nomad_region,
+            verify=verify,
+            timeout=request_timeout_s,
+        )
+        self._grace_s = grace_s
+        self._poll_s = poll_interval_s
+        self._monitor_s = monitor_interval_s
+        self._history = history
+        self._live: dict[str, _Job] = {}
+        self._ended: OrderedDict[str, _Job] = OrderedDict()
+        self._closed = False
+
+    # ---- interface ---------------------------------------------------------------------------
+
+    async def start(self, req: SpawnRequest) -> str:
+        if self._closed:
+            raise StartRefused("executor is closed")
+        check_backend_id(req.backend_id)
+        if req.template.executor != self.kind or not req.template.image:
+            raise StartRefused(f"template of {req.backend_id} is not a nomad template with an image")
+        if req.backend_id in self._live or req.backend_id in self._ended:
+            raise StartRefused(f"backend {req.backend_id} was already started")
+        j = _Job(req=req, job_id=job_id(req.backend_id))
+        self._live[req.backend_id] = j
+        try:
+            return await self._start(j)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._fail(j, None))
+            raise
+
+    async def stop(self, backend_id: str, *, hard: bool, reason: TerminationReason) -> None:
+        j = self._live.get(backend_id)
+        if j is None or j.reporting:
+            return
+        previous = j.stop_reason
+        if j.stop_reason is None:
+            j.stop_reason = reason
+        try:
+            await self._deregister(j)
+        except ExecutorError:
+            j.stop_reason = previous  # still running; a later crash is not "stopped"
+            raise
+        code = None
+        if not hard and j.alloc_id is not None:
+            code = await self._await_terminal(j.alloc_id, timeout_s=self._grace_s + 5.0)
+        await self._report(j, code)
+        await j.reported.wait()
+
+    def status(self, backend_id: str) -> ExecutorStatus:
+        j = self._live.get(backend_id) or self._ended.get(backend_id)
+        return "unknown" if j is None else j.state
+
+    async def close(self) -> None:
+        self._closed = True
+        ids = list(self._live)
+        results = await asyncio.gather(
+            *(self.stop(bid, hard=False, reason=TerminationReason.REQUESTED) for bid in ids),
+            return_exceptions=True,
+        )
+        errors = [(bid, r) for bid, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
+        for bid, err in errors:
+            log.error("could not stop backend %s: %s", bid, err)
+        if errors:
+            raise ExecutorError(f"{len(errors)} backend(s) could not be stopped: {errors[0][1]}")
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one python-nomad call in a thread; translate its exceptions."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except nomad_exc.URLNotFoundNomadException as exc:
+            raise _Gone(_describe(exc)) from exc
+        except (nomad_exc.BadRequestNomadException, nomad_exc.URLNotAuthorizedNomadException) as exc:
+            raise ExecutorError(f"nomad at {self._address} refused the request: {_describe(exc)}") from exc
+        except nomad_exc.BaseNomadException as exc:
+            # Connection failures arrive wrapped, with the requests exception as nomad_resp; any other
+            # answer (5xx: no leader, overloaded) is also "cannot use Nomad right now".
+            raise ExecutorUnavailable(f"nomad at {self._address} is unavailable: {_describe(exc)}") from exc
+        except requests.RequestException as exc:  # includes TimeoutNomadException
+            raise ExecutorUnavailable(f"nomad at {self._address} is unreachable: {exc}") from exc
+        except ValueError as exc:  # a body that is not JSON
+            raise ExecutorError(f"nomad at {self._address} sent an unreadable answer: {exc}") from exc
+
+    async def _start(self, j: _Job) -> str:
+        req = j.req
+        loop = asyncio.get_running_loop()
+        timeout_s = float(req.template.start_timeout_s)
+        deadline = loop.time() + timeout_s
+        try:
+            await self._call(self._client.jobs.register_job, {"Job": nomad_job(req, grace_s=self._grace_s)})
+        except ExecutorError as exc:
+            # The request may have reached Nomad even if its answer did not reach us.
+            await self._fail(j, None)
+            if isinstance(exc, ExecutorUnavailable):
+                raise
+            raise StartFailed(f"nomad did not accept job {j.job_id}: {exc}") from exc
+
+        probe: asyncio.Task[None] | None = None
+        address = ""
+        ended = asyncio.ensure_future(j.ended.wait())
+        last_error: str | None = None
+        try:
+            while True:
+                if j.reporting:  # stop() came first
+                    await self._purge_quietly(j)
+                    raise StartFailed("stopped while starting")
+                if probe is not None and probe.done():
+                    probe_error = probe.exception()
+                    if probe_error is None:
+                        j.state = "ready"
+                        j.monitor = asyncio.create_task(self._monitor(j))
+                        return address
+                    await self._fail(j, None)
+                    if isinstance(probe_error, NotReady):
+                        raise StartFailed(f"not ready within {timeout_s:g}s ({probe_error.last_error})")
+                    raise StartFailed(f"readiness probe failed: {probe_error!r}")
+                if loop.time() >= deadline:
+                    await self._fail(j, None)
+                    raise StartFailed(f"allocation not running within {timeout_s:g}s ({last_error})")
+                try:
+                    alloc = await self._current_alloc(j)
+                except (ExecutorUnavailable, _Gone) as exc:  # transient while starting: keep trying
+                    alloc, last_error = None, str(exc)
+                if alloc is not None:
+                    status = alloc.get("ClientStatus")
+                    last_error = f"allocation {j.alloc_id} is {status}"
+                    if status in TERMINAL:
+                        code = task_exit_code(alloc)
+                        await self._fail(j, code)
+                        if j.stop_reason is not None:
+                            raise StartFailed("stopped while starting", code)
+                        raise StartFailed(f"allocation {status} before it was ready", code)
+                    if status == "running" and probe is None:
+                        try:
+                            host, port = http_address(alloc)
+                        except StartFailed:
+                            await self._fail(j, None)
+                            raise
+                        address = format_address(host, port)
+                        probe = asyncio.create_task(
+                            probe_ready(host, port, req.template.ready_path, timeout_s=deadline - loop.time())
+                        )
+                pause = min(self._poll_s, max(0.0, deadline - loop.time()))
+                tick = asyncio.ensure_future(asyncio.sleep(pause))
+                waiters: set[asyncio.Future[Any]] = {tick, ended}
+                if probe is not None:
+                    waiters.add(probe)
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    tick.cancel()
+        finally:
+            ended.cancel()
+            if probe is not None and not probe.done():
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await probe
+
+    async def _current_alloc(self, j: _Job) -> dict[str, Any] | None:
+        if j.alloc_id is None:
+            allocs: list[dict[str, Any]] = await self._call(self._client.job.get_allocations, j.job_id)
+            mine = [a for a in allocs if a.get("JobID", j.job_id) == j.job_id]
+            if not mine:
+                return None
+            j.alloc_id = str(max(mine, key=lambda a: int(a.get("CreateIndex") or 0))["ID"])
+        alloc: dict[str, Any] = await self._call(self._client.allocation.get_allocation, j.alloc_id)
+        return alloc
+
+    async def _monitor(self, j: _Job) -> None:
+        """After ready: notice an allocation that ends without the platform asking."""
+        assert j.alloc_id is not None
+        complained = False
+        while not j.reporting:
+            await asyncio.sleep(self._monitor_s)
+            if j.reporting:
+                return
+            try:
+                alloc = await self._call(self._client.allocation.get_allocation, j.alloc_id)
+            except _Gone:
+                await self._report(j, None, TerminationReason.LOST)
+                return
+            except ExecutorError as exc:
+                if not complained:
+                    log.warning("cannot watch backend %s: %s", j.req.backend_id, exc)
+                    complained = True
+                continue
+            complained = False
+            status = alloc.get("ClientStatus")
+            if status in TERMINAL:
+                reason = TerminationReason.LOST if status == "lost" else TerminationReason.FAILED
+                await self._report(j, task_exit_code(alloc), reason)
+                return
+
+    async def _await_terminal(self, alloc_id: str, *, timeout_s: float) -> int | None:
+        """Wait (bounded) for a deregistered job's allocation to end; its exit code if known."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                alloc = await self._call(self._client.allocation.get_allocation, alloc_id)
+            except _Gone:
+                return None
+            except ExecutorError as exc:
+                log.warning("cannot confirm that allocation %s ended: %s", alloc_id, exc)
+                return None
+            if alloc.get("ClientStatus") in TERMINAL:
+                return task_exit_code(alloc)
+            await asyncio.sleep(self._poll_s)
+        log.warning("allocation %s still running %gs after its job was purged", alloc_id, timeout_s)
+        return None
+
+    async def _deregister(self, j: _Job) -> None:
+        with contextlib.suppress(_Gone):  # already purged: that is what we want
+            await self._call(self._client.job.deregister_job, j.job_id, purge=True)
+
+    async def _purge_quietly(self, j: _Job) -> None:
+        try:
+            await self._deregister(j)
+        except ExecutorError as exc:
+            log.error("could not purge job %s (it may be left in Nomad): %s", j.job_id, exc)
+
+    async def _fail(self, j: _Job, code: int | None) -> None:
+        if j.reporting:
+            await self._purge_quietly(j)  # stop() reported it; make sure nothing is left
+            return
+        await self._purge_quietly(j)
+        await self._report(j, code)
+
+    async def _report(self, j: _Job, code: int | None, reason: TerminationReason | None = None) -> None:
+        """Record the end of a backend and call on_exit — once, whatever the path."""
+        if j.reporting:
+            return
+        j.reporting = True
+        j.state = "exited"
+        j.ended.set()
+        bid = j.req.backend_id
+        self._live.pop(bid, None)
+        self._ended[bid] = j
+        while len(self._ended) > self._history:
+            self._ended.popitem(last=False)
+        final = j.stop_reason or reason or TerminationReason.FAILED
+        try:
+            await self._on_exit(BackendExit(backend_id=bid, exit_code=code, reason=final))
+        except Exception:
+            log.exception("on_exit callback failed for backend %s", bid)
+        finally:
+            j.reported.set()
+            if j.monitor is not None and j.monitor is not asyncio.current_task():
+                j.monitor.cancel()
+
+
+def _describe(exc: nomad_exc.BaseNomadException) -> str:
+    resp = getattr(exc, "nomad_resp", None)
+    if isinstance(resp, requests.Response):
+        return f"HTTP {resp.status_code}: {resp.text.strip()[:500]}"
+    return str(resp if resp is not None else exc)

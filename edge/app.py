@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -84,7 +85,10 @@ async def _heartbeat_forever(app: web.Application) -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
-def _owned_task(factory: Callable[[web.Application], Awaitable[None]], name: str):
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _owned_task(factory: Callable[[web.Application], Coroutine[Any, Any, None]], name: str) -> CleanupContext:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(factory(app), name=name)
         yield

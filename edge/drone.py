@@ -156,8 +156,8 @@ class Drone:
                 reason = TerminationReason(row.get("termination_reason") or TerminationReason.REQUESTED)
                 self._spawn_task(self.stop(backend_id, reason, hard=status is BackendStatus.TERMINATED))
         for backend_id, local in list(self.local.items()):
-            row = assigned.get(backend_id)
-            if local.status is BackendStatus.TERMINATED and (row is None or row["status"] == "terminated"):
+            known = assigned.get(backend_id)
+            if local.status is BackendStatus.TERMINATED and (known is None or known["status"] == "terminated"):
                 del self.local[backend_id]  # the control plane has it: nothing left to report
                 self.activity.forget(backend_id)
 

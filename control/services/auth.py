@@ -95,6 +95,8 @@ async def ensure_token(pool: asyncpg.Pool, name: str, secret: str, scopes: list[
 async def _store(pool: asyncpg.Pool, name: str, secret: str, scopes: list[str]) -> asyncpg.Record:
     """Tokens are replicated (hash only) so edges authenticate API calls without a round trip."""
     async with write_transaction(pool) as tx:
+        before = await api_tokens.by_hash(tx.conn, hash_token(secret))
         row = await api_tokens.insert(tx.conn, new_id("tk"), name, hash_token(secret), scopes)
-        tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+        if before is None or sorted(before["scopes"]) != sorted(row["scopes"]):
+            tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
     return row

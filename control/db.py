@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from sync.errors import Conflict, DatabaseUnavailable
 from sync.timing import DB_RETRY_AFTER_S
+
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+"""A connection, whether opened directly or borrowed from the pool."""
 
 # Failures that mean "the database is not there right now", as opposed to a bad query.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -62,3 +66,16 @@ async def translate_db_errors() -> AsyncIterator[None]:
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
+
+
+async def one(conn: Conn, query: str, *args: object) -> asyncpg.Record:
+    """The row a statement always returns (INSERT/UPDATE … RETURNING of a row known to exist)."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise LookupError(f"statement returned no row: {query.split()[0]} …")
+    return row
+
+
+async def scalar(conn: Conn, query: str, *args: object) -> Any:
+    """The first column of the first row."""
+    return await conn.fetchval(query, *args)

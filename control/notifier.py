@@ -58,9 +58,9 @@ class VersionNotifier:
                 await self._changed.wait_for(lambda: self._latest > version)
         return self._latest
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         with contextlib.suppress(ValueError):
-            asyncio.get_running_loop().create_task(self.publish(int(payload)))
+            asyncio.get_running_loop().create_task(self.publish(int(str(payload))))
 
     async def _close_listener(self) -> None:
         if self._conn is not None:

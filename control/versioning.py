@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from control.db import Conn
 from control.notifier import CHANNEL
 from control.queries import changes
 from sync.models import ChangeKind, ChangeOp
@@ -27,7 +28,7 @@ def jsonable(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class WriteTx:
-    conn: asyncpg.Connection
+    conn: Conn
     pending: list[tuple[str, str, str, dict[str, Any] | None]] = field(default_factory=list)
     version: int | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from asyncpg.cursor import CursorFactory
 
+from control.db import Conn, one
 from control.queries.edge_nodes import LIVE_STATUSES
 
 COLUMNS = (
@@ -15,7 +16,7 @@ COLUMNS = (
 
 
 async def insert(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     backend_id: str,
     key: str | None,
@@ -28,7 +29,8 @@ async def insert(
     user_id: str | None,
     secret: str,
 ) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return await one(
+        conn,
         f"""
         INSERT INTO backends AS b (id, key, template_name, template_id, region, node_id, status,
                                    fencing_token, owner_token_id, user_id, secret)
@@ -48,17 +50,17 @@ async def insert(
     )
 
 
-async def get(conn: asyncpg.Connection, backend_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+async def get(conn: Conn, backend_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM backends b WHERE b.id = $1{lock}", backend_id)
 
 
-async def get_many(conn: asyncpg.Connection, ids: list[str], *, for_update: bool = False) -> list[asyncpg.Record]:
+async def get_many(conn: Conn, ids: list[str], *, for_update: bool = False) -> list[asyncpg.Record]:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetch(f"SELECT {COLUMNS} FROM backends b WHERE b.id = ANY($1::text[]) ORDER BY b.id{lock}", ids)
 
 
-async def live_for_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+async def live_for_key(conn: Conn, key: str) -> asyncpg.Record | None:
     """The key's live backend with its region's edge URL, in one round trip."""
     return await conn.fetchrow(
         f"""
@@ -73,7 +75,7 @@ async def live_for_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | N
 
 
 async def set_status(
-    conn: asyncpg.Connection,
+    conn: Conn,
     backend_id: str,
     status: str,
     *,
@@ -81,7 +83,8 @@ async def set_status(
     termination_reason: str | None,
     exit_code: int | None,
 ) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return await one(
+        conn,
         f"""
         UPDATE backends AS b SET status = $2, status_changed_at = now(),
             address = coalesce($3, b.address),
@@ -99,7 +102,7 @@ async def set_status(
 
 
 async def list_filtered(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     key: str | None,
     region: str | None,
@@ -127,12 +130,12 @@ async def list_filtered(
 SNAPSHOT_FILTER = "(b.status <> 'terminated' OR b.status_changed_at > now() - make_interval(secs => $1))"
 
 
-def snapshot(conn: asyncpg.Connection, terminated_retention_s: float) -> CursorFactory:
+def snapshot(conn: Conn, terminated_retention_s: float) -> CursorFactory:
     """The backends of the sync snapshot (see SNAPSHOT_FILTER)."""
     return conn.cursor(f"SELECT {COLUMNS} FROM backends b WHERE {SNAPSHOT_FILTER}", terminated_retention_s)
 
 
-async def mark_lost_on_silent_nodes(conn: asyncpg.Connection, silent_for_s: float) -> list[asyncpg.Record]:
+async def mark_lost_on_silent_nodes(conn: Conn, silent_for_s: float) -> list[asyncpg.Record]:
     """Terminate (reason `lost`) the live backends of nodes silent for `silent_for_s`; their keys
     become free. Rows already locked by another writer are left for the next sweep."""
     return await conn.fetch(

@@ -6,15 +6,15 @@ from typing import Any
 
 import asyncpg
 
+from control.db import Conn
 
-async def append_version(
-    conn: asyncpg.Connection, channel: str, rows: list[tuple[str, str, str, dict[str, Any] | None]]
-) -> int:
+
+async def append_version(conn: Conn, channel: str, rows: list[tuple[str, str, str, dict[str, Any] | None]]) -> int:
     """Take the next system version, log `rows` under it and notify `channel`, in one round trip.
 
     The version row stays locked until commit, which serialises writers: commit order = version order.
     """
-    return await conn.fetchval(
+    version: int = await conn.fetchval(
         """
         WITH v AS (UPDATE system_version SET version = version + 1 RETURNING version),
         logged AS (
@@ -31,18 +31,17 @@ async def append_version(
         [r[2] for r in rows],
         [r[3] for r in rows],
     )
+    return version
 
 
-async def insert_many(
-    conn: asyncpg.Connection, version: int, rows: list[tuple[str, str, str, dict[str, Any] | None]]
-) -> None:
+async def insert_many(conn: Conn, version: int, rows: list[tuple[str, str, str, dict[str, Any] | None]]) -> None:
     await conn.executemany(
         "INSERT INTO changes (version, seq, kind, id, op, body) VALUES ($1, $2, $3, $4, $5, $6)",
         [(version, seq, kind, id_, op, body) for seq, (kind, id_, op, body) in enumerate(rows)],
     )
 
 
-async def since(conn: asyncpg.Connection, version: int, up_to: int) -> list[asyncpg.Record]:
+async def since(conn: Conn, version: int, up_to: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT version, kind, id, op, body FROM changes WHERE version > $1 AND version <= $2 ORDER BY version, seq",
         version,
@@ -53,26 +52,27 @@ async def since(conn: asyncpg.Connection, version: int, up_to: int) -> list[asyn
 _SELECT = "SELECT version, kind, id, op, body FROM changes"
 
 
-async def after(conn: asyncpg.Connection, since: int, up_to: int, limit: int) -> list[asyncpg.Record]:
+async def after(conn: Conn, since: int, up_to: int, limit: int) -> list[asyncpg.Record]:
     """At most `limit` rows with `since < version <= up_to`, in (version, seq) order."""
     return await conn.fetch(
         _SELECT + " WHERE version > $1 AND version <= $2 ORDER BY version, seq LIMIT $3", since, up_to, limit
     )
 
 
-async def of_version(conn: asyncpg.Connection, version: int) -> list[asyncpg.Record]:
+async def of_version(conn: Conn, version: int) -> list[asyncpg.Record]:
     """Every row of one version, in order."""
     return await conn.fetch(_SELECT + " WHERE version = $1 ORDER BY seq", version)
 
 
-async def oldest_version_younger_than(conn: asyncpg.Connection, age_s: float) -> int | None:
+async def oldest_version_younger_than(conn: Conn, age_s: float) -> int | None:
     """The lowest version with a row created less than `age_s` seconds ago; None when every row is older."""
-    return await conn.fetchval(
+    version: int | None = await conn.fetchval(
         "SELECT min(version) FROM changes WHERE created_at >= now() - make_interval(secs => $1)", age_s
     )
+    return version
 
 
-async def delete_through(conn: asyncpg.Connection, version: int) -> int:
+async def delete_through(conn: Conn, version: int) -> int:
     """Delete every row at or below `version`; returns how many went."""
     status = await conn.execute("DELETE FROM changes WHERE version <= $1", version)
     return int(status.rsplit(" ", 1)[-1])
@@ -81,6 +81,6 @@ async def delete_through(conn: asyncpg.Connection, version: int) -> int:
 _COMPACTION_LOCK_ID = 0x4D455243  # "MERC": one compaction at a time across control planes
 
 
-async def try_lock_compaction(conn: asyncpg.Connection) -> bool:
+async def try_lock_compaction(conn: Conn) -> bool:
     """Take the compaction lock for the rest of the transaction; False when another process holds it."""
     return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _COMPACTION_LOCK_ID))

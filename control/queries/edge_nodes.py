@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncpg
 from asyncpg.cursor import CursorFactory
 
+from control.db import Conn, one
+
 _COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at"
 LIVE_STATUSES = ("scheduled", "starting", "ready")
 
 
-async def get(conn: asyncpg.Connection, node_id: str) -> asyncpg.Record | None:
+async def get(conn: Conn, node_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {_COLUMNS} FROM edge_nodes WHERE id = $1", node_id)
 
 
 async def upsert(
-    conn: asyncpg.Connection, node_id: str, region: str, address: str, capacity: int, applied_version: int
+    conn: Conn, node_id: str, region: str, address: str, capacity: int, applied_version: int
 ) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return await one(
+        conn,
         f"""
         INSERT INTO edge_nodes (id, region, address, capacity, applied_version)
         VALUES ($1, $2, $3, $4, $5)
@@ -33,7 +36,7 @@ async def upsert(
     )
 
 
-async def touch(conn: asyncpg.Connection, node_id: str, applied_version: int) -> None:
+async def touch(conn: Conn, node_id: str, applied_version: int) -> None:
     await conn.execute(
         "UPDATE edge_nodes SET last_heartbeat_at = now(), applied_version = $2 WHERE id = $1",
         node_id,
@@ -41,7 +44,7 @@ async def touch(conn: asyncpg.Connection, node_id: str, applied_version: int) ->
     )
 
 
-async def list_with_load(conn: asyncpg.Connection, lost_after_s: float) -> list[asyncpg.Record]:
+async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record]:
     """Every node with its live-backend count and health."""
     return await conn.fetch(
         """
@@ -54,9 +57,7 @@ async def list_with_load(conn: asyncpg.Connection, lost_after_s: float) -> list[
     )
 
 
-async def least_loaded_in_region(
-    conn: asyncpg.Connection, region: str, lost_after_s: float
-) -> asyncpg.Record | None:
+async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -> asyncpg.Record | None:
     """The healthy node of `region` with free capacity and the lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
@@ -75,6 +76,6 @@ async def least_loaded_in_region(
     )
 
 
-def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+def snapshot(conn: Conn) -> CursorFactory:
     """Every node's replicated fields (liveness columns are not replicated), for the sync snapshot."""
     return conn.cursor("SELECT id, region, address, capacity FROM edge_nodes")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncpg
 from asyncpg.cursor import CursorFactory
 
+from control.db import Conn, one
+
 _COLUMNS = "name, lat, lon, edge_url, capacity, created_at, updated_at"
 
 
-async def upsert(
-    conn: asyncpg.Connection, name: str, lat: float, lon: float, edge_url: str, capacity: int | None
-) -> asyncpg.Record:
-    return await conn.fetchrow(
+async def upsert(conn: Conn, name: str, lat: float, lon: float, edge_url: str, capacity: int | None) -> asyncpg.Record:
+    return await one(
+        conn,
         f"""
         INSERT INTO regions (name, lat, lon, edge_url, capacity) VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (name) DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon,
@@ -32,18 +33,19 @@ async def upsert(
     )
 
 
-async def get(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+async def get(conn: Conn, name: str) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {_COLUMNS} FROM regions WHERE name = $1", name)
 
 
-async def list_all(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def list_all(conn: Conn) -> list[asyncpg.Record]:
     return await conn.fetch(f"SELECT {_COLUMNS} FROM regions ORDER BY name")
 
 
-async def oldest_name(conn: asyncpg.Connection) -> str | None:
-    return await conn.fetchval("SELECT name FROM regions ORDER BY created_at, name LIMIT 1")
+async def oldest_name(conn: Conn) -> str | None:
+    name: str | None = await conn.fetchval("SELECT name FROM regions ORDER BY created_at, name LIMIT 1")
+    return name
 
 
-def snapshot(conn: asyncpg.Connection) -> CursorFactory:
+def snapshot(conn: Conn) -> CursorFactory:
     """Every region (the sync snapshot reads it page by page inside its transaction)."""
     return conn.cursor(f"SELECT {_COLUMNS} FROM regions")

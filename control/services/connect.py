@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from control.db import Conn
 from control.placement import PlacementDecision, PlacementInput, Placer, RegionCandidate
 from control.queries import backends, edge_nodes, keys, regions, template_names
 from control.services.auth import Caller
@@ -158,7 +159,7 @@ class FleetViewCache:
             self._loading = None
 
 
-async def read_fleet(conn: asyncpg.Connection) -> FleetView:
+async def read_fleet(conn: Conn) -> FleetView:
     region_rows = await regions.list_all(conn)
     node_rows = await edge_nodes.list_with_load(conn, NODE_LOST_AFTER_S)
     out = []

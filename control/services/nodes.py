@@ -36,13 +36,13 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         moving = sorted(i for i, r in reports.items() if i in found and _moves(found[i], r, hb.node_id))
         found |= {r["id"]: r for r in await backends.get_many(conn, moving, for_update=True)} if moving else {}
         for backend_id, report in reports.items():
-            row = found.get(backend_id)
-            if row is None or row["node_id"] != hb.node_id:
+            current = found.get(backend_id)
+            if current is None or current["node_id"] != hb.node_id:
                 results.append(StatusReportResult(id=backend_id, accepted=False))
                 continue
-            updated = await apply_report(tx, row, report)
-            final = updated or row
-            accepted = updated is not None or row["status"] == report.status.value
+            updated = await apply_report(tx, current, report)
+            final = updated or current
+            accepted = updated is not None or current["status"] == report.status.value
             results.append(StatusReportResult(id=backend_id, accepted=accepted, status=final["status"]))
         # Backend rows are locked before the node row (as terminate does) so the two never deadlock.
         before = await edge_nodes.get(conn, hb.node_id)

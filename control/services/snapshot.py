@@ -29,7 +29,9 @@ from functools import partial
 import asyncpg
 import orjson
 from asyncpg.cursor import CursorFactory
+from asyncpg.pool import PoolConnectionProxy
 
+from control.db import Conn
 from control.queries import (
     api_tokens,
     backends,
@@ -56,7 +58,7 @@ SNAPSHOT_RETRY_AFTER_S = 2.0
 @dataclass(frozen=True)
 class _Source:
     kind: ChangeKind
-    cursor: Callable[[asyncpg.Connection], CursorFactory]
+    cursor: Callable[[Conn], CursorFactory]
     id_column: str
 
 
@@ -118,7 +120,7 @@ class SnapshotStream:
     def __init__(self, pool: asyncpg.Pool, page_size: int) -> None:
         self._pool = pool
         self._page_size = page_size
-        self._conn: asyncpg.Connection | None = None
+        self._conn: PoolConnectionProxy | None = None
         self._tx: asyncpg.transaction.Transaction | None = None
         self.epoch = ""
         self.version = 0

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from control.db import Conn
 from control.notifier import VersionNotifier
 from control.queries import changes, system_version
 from sync.errors import SnapshotRequired
@@ -64,7 +65,7 @@ def _page(epoch: str, since: int, to: int, rows: list[asyncpg.Record], more: boo
     return Page(epoch=epoch, since=since, to=to, count=len(rows), more=more, body=orjson.dumps(reply))
 
 
-async def read_page(conn: asyncpg.Connection, since: int, page_limit: int) -> Page:
+async def read_page(conn: Conn, since: int, page_limit: int) -> Page:
     """One consistent read (repeatable read) of the changes after `since`, cut at a version boundary.
 
     Raises SnapshotRequired when `since` is below the compaction floor (the rows are gone) or above

@@ -25,6 +25,7 @@ async def put_template(pool: asyncpg.Pool, name: str, spec: TemplateSpec) -> Tem
         if await template_names.point(tx.conn, name, tid) is not None:
             tx.upsert(ChangeKind.TEMPLATE_NAME, name, {"name": name, "id": tid})
         row = await template_names.get(tx.conn, name)
+    assert row is not None  # written just above, in this transaction
     return _view(row)
 
 

@@ -24,7 +24,7 @@ An executor is built with an ``on_exit`` callback and then driven with ``start``
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -125,3 +125,14 @@ def backend_env(req: SpawnRequest, port: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def admit_start(req: SpawnRequest, *, kind: str, closed: bool, started: Container[str], spec_ok: bool) -> None:
+    """The checks every executor makes before launching anything (raises StartRefused)."""
+    if closed:
+        raise StartRefused("executor is closed")
+    check_backend_id(req.backend_id)
+    if req.template.executor != kind or not spec_ok:
+        raise StartRefused(f"template of {req.backend_id} is not a {kind} template with what it needs (argv or image)")
+    if req.backend_id in started:
+        raise StartRefused(f"backend {req.backend_id} was already started")

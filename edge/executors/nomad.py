@@ -58,9 +58,8 @@ from .base import (
     ExitCallback,
     SpawnRequest,
     StartFailed,
-    StartRefused,
+    admit_start,
     backend_env,
-    check_backend_id,
 )
 from .readiness import NotReady, format_address, probe_ready
 
@@ -193,13 +192,13 @@ class NomadExecutor:
     # ---- interface ---------------------------------------------------------------------------
 
     async def start(self, req: SpawnRequest) -> str:
-        if self._closed:
-            raise StartRefused("executor is closed")
-        check_backend_id(req.backend_id)
-        if req.template.executor != self.kind or not req.template.image:
-            raise StartRefused(f"template of {req.backend_id} is not a nomad template with an image")
-        if req.backend_id in self._live or req.backend_id in self._ended:
-            raise StartRefused(f"backend {req.backend_id} was already started")
+        admit_start(
+            req,
+            kind=self.kind,
+            closed=self._closed,
+            started=self._live.keys() | self._ended.keys(),
+            spec_ok=bool(req.template.image),
+        )
         j = _Job(req=req, job_id=job_id(req.backend_id))
         self._live[req.backend_id] = j
         try:

@@ -44,9 +44,8 @@ from .base import (
     ExitCallback,
     SpawnRequest,
     StartFailed,
-    StartRefused,
+    admit_start,
     backend_env,
-    check_backend_id,
 )
 from .readiness import NotReady, probe_ready
 
@@ -105,13 +104,13 @@ class ProcessExecutor:
     # ---- interface ---------------------------------------------------------------------------
 
     async def start(self, req: SpawnRequest) -> str:
-        if self._closed:
-            raise StartRefused("executor is closed")
-        check_backend_id(req.backend_id)
-        if req.template.executor != self.kind or not req.template.argv:
-            raise StartRefused(f"template of {req.backend_id} is not a process template with an argv")
-        if req.backend_id in self._live or req.backend_id in self._ended:
-            raise StartRefused(f"backend {req.backend_id} was already started")
+        admit_start(
+            req,
+            kind=self.kind,
+            closed=self._closed,
+            started=self._live.keys() | self._ended.keys(),
+            spec_ok=bool(req.template.argv),
+        )
         b = _Backend(req=req, log_path=self._log_dir / f"{req.backend_id}.log")
         self._live[req.backend_id] = b
         try:

@@ -296,3 +296,40 @@ def test_edges_are_healthy_and_converged(cluster: DevCluster, edge: int) -> None
         5,
         "the edge to apply the current version",
     )
+
+
+def test_signing_key_rotation_reaches_edges_and_old_tokens_keep_working(cluster: DevCluster) -> None:
+    before = _connect(cluster, 0, key="e2e-rotate")
+    assert httpx.get(before["url"] + "info", timeout=30).status_code == 200
+    r = httpx.post(f"{cluster.control_url}/v1/signing-keys/rotate", headers=AUTH, timeout=10)
+    assert r.status_code == 200
+    new_key = r.json()["id"]
+    after = _wait_for(
+        lambda: (a := _connect(cluster, 1, key="e2e-rotate"))["token"].split(".")[1] == new_key and a,
+        5,
+        "connect to sign with the new key",
+    )
+    for i in range(3):  # every edge verifies tokens of both keys from its replica
+        assert httpx.get(f"{cluster.edge_url(i)}/{after['token']}/info", timeout=10).status_code == 200
+        assert httpx.get(f"{cluster.edge_url(i)}/{before['token']}/info", timeout=10).status_code == 200
+
+
+def test_backend_past_its_lifetime_is_stopped_even_while_in_use(cluster: DevCluster) -> None:
+    _put_template(
+        cluster,
+        "brief",
+        {
+            "executor": "process",
+            "argv": [sys.executable, "-m", "meridian.demo"],
+            "lifetime_limit_s": 2,
+            "idle_timeout_s": 3600,
+        },
+    )
+    answer = _connect(cluster, 1, key="e2e-brief", template="brief")
+    assert httpx.get(answer["url"] + "info", timeout=30).status_code == 200
+    gone = _wait_for(
+        lambda: (b := _backend(cluster, answer["backend_id"]))["status"] == "terminated" and b,
+        20,
+        "the backend to reach its lifetime limit",
+    )
+    assert gone["termination_reason"] == "lifetime"

@@ -63,7 +63,12 @@ async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_
         assert r.status_code == 200
     port = _free_port()
     settings = EdgeSettings(
-        region="eu-west", control_url=control.url, token=edge_token, port=port, data_dir=tmp_path / "edge"
+        region="eu-west",
+        control_url=control.url,
+        token=edge_token,
+        port=port,
+        data_dir=tmp_path / "edge",
+        edge_domain="edge.test",
     )
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
@@ -103,3 +108,24 @@ async def test_connect_proxy_and_websocket_never_block_the_loop(edge: str) -> No
         async with s.post(f"{edge}/v1/connect", json={"key": "loop", "template": "demo"}, headers=headers) as r:
             again = await r.json()
         assert again["backend_id"] == body["backend_id"]
+
+
+async def test_subdomain_routing_with_the_token_in_a_cookie_or_header(edge: str) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):
+            async with s.post(f"{edge}/v1/connect", json={"key": "sub", "template": "demo"}, headers=headers) as r:
+                body = await r.json()
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        host = {"Host": f"{body['backend_id']}.edge.test"}
+        async with s.get(f"{edge}/info", headers={**host, "Cookie": f"meridian_token={body['token']}"}) as r:
+            assert r.status == 200 and (await r.json())["backend_id"] == body["backend_id"]
+        async with s.get(f"{edge}/info", headers={**host, "Authorization": f"Bearer {body['token']}"}) as r:
+            assert r.status == 200
+        async with s.get(f"{edge}/info", headers=host) as r:
+            assert r.status == 401
+        other = {"Host": "bk-someoneelse.edge.test", "Authorization": f"Bearer {body['token']}"}
+        async with s.get(f"{edge}/info", headers=other) as r:
+            assert r.status == 401, "a token for one backend must not open another"

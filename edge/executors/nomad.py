@@ -42,12 +42,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
+
+# python-nomad's client. A nomad/ directory of job specs at the repository root is only a
+# namespace-package fallback: the installed package wins at run time (ruff is told it is
+# third-party; mypy may see the directory, hence the ignore).
+from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
 from nomad.api import exceptions as nomad_exc
 
-# python-nomad's client. Linters run from the repo root take the repo's own nomad/ directory (job
-# specs) for this package (hence the sorting and the type-ignore); at run time the installed
-# package wins, since a plain directory is only a namespace-package fallback.
-from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
 from sync.models import TerminationReason
 
 from .base import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -178,6 +179,7 @@ def serve(settings: EdgeSettings) -> None:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
+    gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
     runner = asyncio.Runner(loop_factory=loop_factory)
     web.run_app(
         create_app(settings),

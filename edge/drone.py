@@ -106,6 +106,9 @@ class Drone:
 
     async def wait_settled(self, backend_id: str, timeout_s: float) -> LocalBackend | None:
         """The local backend once it is ready or gone; None when it is not (yet) ours or time ran out."""
+        local = self.local.get(backend_id)
+        if local is not None and local.settled.is_set():  # the common case: no timer, no wait
+            return local
         deadline = time.monotonic() + timeout_s
         while True:
             local = self.local.get(backend_id)

@@ -25,7 +25,7 @@ from edge.activity import Activity
 from edge.drone import Drone
 from edge.replica import Replica
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
-from sync.models import Change
+from sync.models import Change, ChangeKind
 from sync.tokens import ConnectionClaims
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ HOP_BY_HOP = frozenset(
 )
 HOP_HEADER = "x-meridian-hop"
 TOKEN_COOKIE = "meridian_token"
+VERIFIED_TOKENS_KEPT = 10_000
+SMALL_BODY = 64 * 1024
+"""A response with a known length up to this is sent in one write (head and body together)."""
 FRESH_TOKEN_S = 60
 """A token issued this recently may name a backend the replica has not learnt yet."""
 
@@ -85,6 +88,7 @@ class Proxy:
         self.ready_wait_s = ready_wait_s
         self.edge_domain = edge_domain.lower().lstrip(".") if edge_domain else None
         self._replica_changed = asyncio.Event()
+        self._verified: dict[str, ConnectionClaims] = {}
 
     # ---- routing --------------------------------------------------------------------------------
 
@@ -114,7 +118,7 @@ class Proxy:
     async def _serve(
         self, request: web.Request, token: str, rest: str, *, forward_prefix: str, expect_backend: str | None = None
     ) -> web.StreamResponse:
-        claims = verify_connection_token(self.replica, token)
+        claims = self._verify(token)
         if expect_backend is not None and claims.backend_id != expect_backend:
             raise Unauthorized("connection token is for another backend")
         target = await self._target(request, claims, forward_prefix)
@@ -126,10 +130,24 @@ class Proxy:
         finally:
             self.activity.end(target.backend_id)
 
-    def on_changes(self, _changes: list[Change]) -> None:
-        """Replica listener: wake requests waiting for a backend the replica did not know yet."""
+    def on_changes(self, changes: list[Change]) -> None:
+        """Replica listener: wake requests waiting for a backend the replica did not know yet, and
+        forget verified tokens when keys or revocations change."""
+        if any(c.kind in (ChangeKind.SIGNING_KEY, ChangeKind.REVOCATION) for c in changes):
+            self._verified.clear()
         self._replica_changed.set()
         self._replica_changed = asyncio.Event()
+
+    def _verify(self, token: str) -> ConnectionClaims:
+        """Verified tokens are remembered (expiry still checked each time) until a signing key or a
+        revocation changes: HMAC and JSON decoding stay off the hot path of a busy connection."""
+        claims = self._verified.get(token)
+        if claims is None or claims.expires_at <= time.time():
+            claims = verify_connection_token(self.replica, token)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
+        return claims
 
     async def _known_backend(self, claims: ConnectionClaims) -> None:
         """A token fresh from `connect` may reach this edge before the sync reply naming its backend:
@@ -228,6 +246,13 @@ class Proxy:
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnreachable(f"backend {target.backend_id} is unreachable") from exc
         async with upstream:
+            length = upstream.content_length
+            if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+                body = await upstream.read()
+                self.activity.touch(target.backend_id)
+                small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+                small.headers.update(self._downstream_headers(upstream.headers.items()))
+                return small
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.update(self._downstream_headers(upstream.headers.items()))
             if upstream.content_length is not None:

@@ -75,8 +75,19 @@ def process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) 
 def control_plane(data_dir: Path, port: int) -> Iterator[str]:
     """`meridian control serve` with its embedded PostgreSQL in `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    argv = [sys.executable, "-m", "meridian", "control", "serve", "--port", str(port),
-            "--data-dir", str(data_dir), "--admin-token", ADMIN_TOKEN]
+    argv = [
+        sys.executable,
+        "-m",
+        "meridian",
+        "control",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]
     with process(argv, data_dir / "control.log", env) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", proc=proc)

@@ -21,8 +21,14 @@ from bench.common import ADMIN_TOKEN, closed_loop, control_plane, free_port, sum
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-HEARTBEAT = {"node_id": "nd-bench", "region": "eu-west", "address": "http://nd.test:1",
-             "capacity": 1_000_000, "applied_version": 0, "backends": []}
+HEARTBEAT = {
+    "node_id": "nd-bench",
+    "region": "eu-west",
+    "address": "http://nd.test:1",
+    "capacity": 1_000_000,
+    "applied_version": 0,
+    "backends": [],
+}
 
 
 async def _heartbeats(url: str, edge_token: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,39 +13,16 @@ from typing import Any
 import aiohttp
 
 from bench.common import ADMIN_TOKEN
-from meridian.dev import DevCluster
+from meridian.dev import DevCluster, free_port_block
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def free_block(n: int) -> int:
-    """A base port with the next n ports free too."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 @contextlib.contextmanager
 def dev_cluster(data_dir: Path, regions: list[str] | None = None) -> Iterator[DevCluster]:
     """Started cluster; every process of it (backends included) stopped on exit, failure included."""
     regions = regions or ["eu-west"]
-    cluster = DevCluster(regions, free_block(len(regions) + 1), data_dir, ADMIN_TOKEN)
+    cluster = DevCluster(regions, free_port_block(len(regions) + 1), data_dir, ADMIN_TOKEN)
     try:
         cluster.start()
         yield cluster

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,29 @@ DEMO_TEMPLATE = {"executor": "process", "argv": [sys.executable, "-m", "meridian
 
 class DevError(RuntimeError):
     pass
+
+
+def free_port_block(n: int) -> int:
+    """A base port on 127.0.0.1 with the next n - 1 ports free too (for a cluster's control plane and edges)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + n >= 65535:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise DevError(f"no block of {n} free ports on 127.0.0.1")
 
 
 @dataclass
@@ -112,6 +136,7 @@ class DevCluster:
         for i, name in enumerate(self.regions):
             self._wait(f"{self.edge_url(i)}/v1/edge/status", self.procs[1 + i][1], f"edge {name}")
         self._wait_nodes_healthy(auth)
+        self._wait_edges_caught_up()
 
     def _wait_nodes_healthy(self, auth: dict[str, str], timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
@@ -122,6 +147,17 @@ class DevCluster:
                 return
             time.sleep(0.1)
         raise DevError("edges did not register with the control plane in time")
+
+    def _wait_edges_caught_up(self, timeout_s: float = 30) -> None:
+        """Until every edge has applied the version that holds the admin token and the template, a
+        connect at an edge could be refused; the cluster is not "up" before that."""
+        version = httpx.get(f"{self.control_url}/healthz", timeout=5).json()["version"]
+        deadline = time.monotonic() + timeout_s
+        for i in range(len(self.regions)):
+            while httpx.get(f"{self.edge_url(i)}/v1/edge/status", timeout=5).json()["applied_version"] < version:
+                if time.monotonic() > deadline:
+                    raise DevError(f"edge {self.regions[i]} did not catch up with the control plane in time")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         """Edges first (they stop their backends), then the control plane (it stops PostgreSQL)."""

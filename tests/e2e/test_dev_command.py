@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.conftest import _free_block
+from meridian.dev import free_port_block
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -23,7 +23,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 def test_dev_prints_its_cluster_serves_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
-    port = _free_block(3)
+    port = free_port_block(3)
     token = "dev-test-admin-token-0123"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
     proc = subprocess.Popen(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from blockbuster import blockbuster_ctx
 from aiohttp import web
+from blockbuster import blockbuster_ctx
 
 from edge.app import create_app
 from edge.settings import EdgeSettings

@@ -29,6 +29,7 @@ from sync.timing import HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_REPORT_S = 3.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -66,23 +67,27 @@ async def subdomain_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
-async def _heartbeat_forever(app: web.Application) -> None:
-    settings, drone = app[keys.SETTINGS], app[keys.DRONE]
+async def _send_heartbeat(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
     public_url = settings.effective_public_url(settings.port)
+    hb = HeartbeatIn(
+        node_id=app[keys.NODE_ID],
+        region=settings.region,
+        address=public_url,
+        edge_url=public_url,
+        capacity=settings.capacity,
+        applied_version=app[keys.REPLICA].applied_version or 0,
+        backends=app[keys.DRONE].reports(),
+    )
+    try:
+        await app[keys.CONTROL].heartbeat(hb)
+    except MeridianError as exc:
+        log.warning("heartbeat failed: %s", exc.message)
+
+
+async def _heartbeat_forever(app: web.Application) -> None:
     while True:
-        hb = HeartbeatIn(
-            node_id=app[keys.NODE_ID],
-            region=settings.region,
-            address=public_url,
-            edge_url=public_url,
-            capacity=settings.capacity,
-            applied_version=app[keys.REPLICA].applied_version or 0,
-            backends=drone.reports(),
-        )
-        try:
-            await app[keys.CONTROL].heartbeat(hb)
-        except MeridianError as exc:
-            log.warning("heartbeat failed: %s", exc.message)
+        await _send_heartbeat(app)
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
@@ -139,6 +144,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         replica.add_listener(app[keys.PROXY].on_changes)
         yield
         await executor.close()
+        # Tell the control plane those backends are gone, so their keys are free at once rather
+        # than after KEY_FAILOVER_AFTER_S (best effort: it may be unreachable).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_REPORT_S):
+                await _send_heartbeat(app)
     finally:
         await session.close()
         await asyncio.to_thread(replica.close)

@@ -5,7 +5,9 @@ subprocess wait — fails the test. asyncio debug also reports callbacks slower 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -56,8 +58,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_loop: None) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def running_edge(control: RunningControl, edge_token: str, data_dir: Path) -> AsyncIterator[str]:
     async with control.client() as admin:
         r = await admin.put(
             "/v1/templates/demo", json={"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
@@ -69,7 +71,7 @@ async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_
         control_url=control.url,
         token=edge_token,
         port=port,
-        data_dir=tmp_path / "edge",
+        data_dir=data_dir,
         edge_domain="edge.test",
     )
     runner = web.AppRunner(create_app(settings))
@@ -87,6 +89,38 @@ async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_
         yield url
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_loop: None) -> AsyncIterator[str]:
+    async with running_edge(control, edge_token, tmp_path / "edge") as url:
+        yield url
+
+
+async def _connect(edge_url: str, key: str) -> dict:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):  # the node registers with its first heartbeat
+            async with s.post(f"{edge_url}/v1/connect", json={"key": key, "template": "demo"}, headers=headers) as r:
+                body = await r.json()
+                if r.status == 200:
+                    return body
+            await asyncio.sleep(0.05)
+    raise AssertionError(body)
+
+
+async def test_clean_edge_shutdown_stops_its_backends_and_frees_their_keys(
+    control: RunningControl, edge_token: str, tmp_path: Path
+) -> None:
+    async with running_edge(control, edge_token, tmp_path / "edge") as url:
+        body = await _connect(url, "shutdown")
+        async with aiohttp.ClientSession() as s, s.get(body["url"] + "info") as r:
+            pid = (await r.json())["pid"]
+    async with control.client() as admin:
+        got = (await admin.get(f"/v1/backends/{body['backend_id']}")).json()
+    assert got["status"] == "terminated" and got["termination_reason"] == "requested"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 async def test_connect_proxy_and_websocket_never_block_the_loop(edge: str) -> None:

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,7 @@ from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
+from edge.fastpath import ClientProtocol, FastPath
 from edge.proxy import Proxy
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -182,20 +185,67 @@ def create_app(settings: EdgeSettings) -> web.Application:
     return app
 
 
+async def start_edge(settings: EdgeSettings) -> EdgeServer:
+    """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    fast = FastPath(
+        proxy=app[keys.PROXY],
+        drone=app[keys.DRONE],
+        activity=app[keys.ACTIVITY],
+        max_body_bytes=settings.max_body_bytes,
+    )
+    assert runner.server is not None
+    fast.hand_over = runner.server
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024
+        )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return EdgeServer(app, runner, fast, server)
+
+
+@dataclass
+class EdgeServer:
+    app: web.Application
+    runner: web.AppRunner
+    fast: FastPath
+    server: asyncio.Server
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.server.close()
+        self.fast.close()
+        assert self.runner.server is not None
+        await self.runner.server.shutdown(SHUTDOWN_REPORT_S)
+        await self.runner.cleanup()
+
+
 def serve(settings: EdgeSettings) -> None:
     """Blocking; SIGINT/SIGTERM shut down gracefully (backends stopped, caches closed)."""
+
+    async def main() -> None:
+        edge = await start_edge(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
+        try:
+            await stop.wait()
+        finally:
+            await edge.stop()
+
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
-    runner = asyncio.Runner(loop_factory=loop_factory)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        loop=runner.get_loop(),
-    )
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())

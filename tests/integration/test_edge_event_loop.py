@@ -15,10 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from blockbuster import blockbuster_ctx
 
-from edge.app import create_app
+from edge.app import start_edge
 from edge.settings import EdgeSettings
 from tests.conftest import ADMIN_TOKEN, RunningControl
 
@@ -74,10 +73,7 @@ async def running_edge(control: RunningControl, edge_token: str, data_dir: Path)
         data_dir=data_dir,
         edge_domain="edge.test",
     )
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    edge = await start_edge(settings)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as s:
@@ -88,7 +84,7 @@ async def running_edge(control: RunningControl, edge_token: str, data_dir: Path)
                 await asyncio.sleep(0.02)
         yield url
     finally:
-        await runner.cleanup()
+        await edge.stop()
 
 
 @pytest.fixture
@@ -165,3 +161,25 @@ async def test_subdomain_routing_with_the_token_in_a_cookie_or_header(edge: str)
         other = {"Host": "bk-someoneelse.edge.test", "Authorization": f"Bearer {body['token']}"}
         async with s.get(f"{edge}/info", headers=other) as r:
             assert r.status == 401, "a token for one backend must not open another"
+
+
+async def test_fast_path_and_full_path_share_one_keep_alive_connection(edge: str) -> None:
+    body = await _connect(edge, "mixed")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for path in ("info", "", "info"):
+            async with s.get(body["url"] + path) as r:
+                assert r.status == 200
+        async with s.head(body["url"] + "info") as r:
+            assert r.status in (200, 405)
+        async with s.get(f"{edge}/healthz") as r:  # handed over to the aiohttp application
+            assert r.status == 200
+        async with s.get(body["url"] + "info") as r:  # served on the same connection afterwards
+            assert r.status == 200 and (await r.json())["backend_id"] == body["backend_id"]
+        payload = b"y" * 300_000
+
+        async def chunks():
+            for i in range(0, len(payload), 50_000):
+                yield payload[i : i + 50_000]
+
+        async with s.post(body["url"] + "echo", data=chunks()) as r:
+            assert r.status == 200 and await r.read() == payload

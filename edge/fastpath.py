@@ -38,6 +38,8 @@ _RESPONSE_DROP = frozenset(
 _MAX_HEAD = 64 * 1024
 _IDLE_UPSTREAMS_KEPT = 64
 _HIGH_WATER = 256 * 1024
+KEEPALIVE_S = 75.0
+"""An idle kept-alive client connection is closed after this (aiohttp's default too)."""
 
 
 @dataclass
@@ -230,6 +232,8 @@ class ClientProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.peer = ""
         self.pipelined = False
+        self.parser_in_body = False
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -240,6 +244,7 @@ class ClientProtocol(asyncio.Protocol):
         self.fast.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_idle_timer()
         self.fast.clients.discard(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
@@ -267,8 +272,12 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self._cancel_idle_timer()
         if self.exchange is None:
             self.raw += data
+            if len(self.raw) > _MAX_HEAD and not self.parser_in_body and self.raw.find(b"\r\n\r\n", 0, _MAX_HEAD) < 0:
+                self._hand_over()  # an oversized or dribbled head: the full server refuses it
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -288,6 +297,7 @@ class ClientProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.parser_in_body = False
         if self.exchange is not None:  # a pipelined request behind one still in flight
             self.pipelined = True
         self.url = b""
@@ -301,6 +311,7 @@ class ClientProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.parser_in_body = True
         if self.pipelined:
             raise _HandOver
         ex = self._start()
@@ -499,6 +510,12 @@ class ClientProtocol(asyncio.Protocol):
             self._close()
         else:
             self.resume_reading()
+            self._idle_timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._close)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _answer(self, status: int, body: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -520,6 +537,7 @@ class ClientProtocol(asyncio.Protocol):
             self._close()  # mid-exchange or pipelined: no clean boundary to hand over at
             return
         self.handed_over = True
+        self._cancel_idle_timer()
         self.fast.clients.discard(self)
         if self.reading_paused:
             self.resume_reading()

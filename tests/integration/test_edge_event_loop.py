@@ -183,3 +183,14 @@ async def test_fast_path_and_full_path_share_one_keep_alive_connection(edge: str
 
         async with s.post(body["url"] + "echo", data=chunks()) as r:
             assert r.status == 200 and await r.read() == payload
+
+
+async def test_malformed_and_oversized_heads_get_an_http_error_not_a_hang(edge: str) -> None:
+    host, port = edge.removeprefix("http://").split(":")
+    for raw in (b"NOT HTTP AT ALL\r\n\r\n", b"GET /v1.x/ HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(raw)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status_line.startswith(b"HTTP/1.") and int(status_line.split()[1]) in (400, 413, 431), status_line

@@ -118,7 +118,7 @@ class Proxy:
     async def _serve(
         self, request: web.Request, token: str, rest: str, *, forward_prefix: str, expect_backend: str | None = None
     ) -> web.StreamResponse:
-        claims = self._verify(token)
+        claims = self.verify(token)
         if expect_backend is not None and claims.backend_id != expect_backend:
             raise Unauthorized("connection token is for another backend")
         target = await self._target(request, claims, forward_prefix)
@@ -138,7 +138,7 @@ class Proxy:
         self._replica_changed.set()
         self._replica_changed = asyncio.Event()
 
-    def _verify(self, token: str) -> ConnectionClaims:
+    def verify(self, token: str) -> ConnectionClaims:
         """Verified tokens are remembered (expiry still checked each time) until a signing key or a
         revocation changes: HMAC and JSON decoding stay off the hot path of a busy connection."""
         claims = self._verified.get(token)

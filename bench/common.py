@@ -72,7 +72,7 @@ def process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) 
 
 
 @contextlib.contextmanager
-def control_plane(data_dir: Path, port: int) -> Iterator[str]:
+def control_plane(data_dir: Path, port: int, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """`meridian control serve` with its embedded PostgreSQL in `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
     argv = [
@@ -87,6 +87,7 @@ def control_plane(data_dir: Path, port: int) -> Iterator[str]:
         str(data_dir),
         "--admin-token",
         ADMIN_TOKEN,
+        *extra_args,
     ]
     with process(argv, data_dir / "control.log", env) as proc:
         url = f"http://127.0.0.1:{port}"

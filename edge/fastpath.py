@@ -54,6 +54,10 @@ class _Exchange:
     pending: list[bytes] = field(default_factory=list)  # request bytes written before upstream was ready
     request_done: bool = False
     response_started: bool = False
+    address: str = ""
+    retry_head: bytes | None = None
+    """A bodiless request sent on a pooled connection: resent once on a new connection if the
+    pooled one turns out to have been closed by the backend before answering."""
 
 
 class FastPath:
@@ -385,8 +389,11 @@ class ClientProtocol(asyncio.Protocol):
         self.exchange = ex
         self.fast.activity.begin(backend_id)
         head = self._upstream_head(method, rest, host, chunked, length, backend_id, secret, user)
+        ex.address = address
         up = self.fast.take_upstream(address)
         if up is not None:
+            if not chunked and not length:
+                ex.retry_head = head
             self._attach(up, head)
         else:
             ex.pending.append(head)
@@ -443,7 +450,7 @@ class ClientProtocol(asyncio.Protocol):
                 self._answer(
                     502, b'{"error":{"code":"backend_unreachable","message":"backend is unreachable","fields":{}}}'
                 )
-                self._finish(ex)
+                self._finish(ex, close=True)
             return
         if ex is None or self.exchange is not ex:
             up.close()
@@ -496,6 +503,13 @@ class ClientProtocol(asyncio.Protocol):
     def upstream_lost(self, up: _Upstream) -> None:
         ex = self.exchange
         if ex is None:
+            return
+        if ex.retry_head is not None and not ex.response_started:
+            ex.pending.append(ex.retry_head)
+            ex.retry_head = None
+            ex.upstream = None
+            self.pause_reading()
+            asyncio.get_running_loop().create_task(self._connect(ex.address))
             return
         if not ex.response_started:
             self._answer(

@@ -194,3 +194,52 @@ async def test_malformed_and_oversized_heads_get_an_http_error_not_a_hang(edge: 
         status_line = await asyncio.wait_for(reader.readline(), 10)
         writer.close()
         assert status_line.startswith(b"HTTP/1.") and int(status_line.split()[1]) in (400, 413, 431), status_line
+
+
+# A backend that answers the first request of each connection (keep-alive) and silently closes a
+# connection on its second: what a backend with a short keep-alive timeout does to a pooled one.
+ONE_SHOT_BACKEND = """
+import asyncio, os
+async def handle(reader, writer):
+    served = 0
+    while True:
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        if served:
+            writer.close()
+            return
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: keep-alive\\r\\n\\r\\nok")
+        await writer.drain()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(os.environ["PORT"]))
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+async def test_a_pooled_connection_the_backend_closed_is_retried_on_a_new_one(
+    control: RunningControl, edge_token: str, tmp_path: Path
+) -> None:
+    async with running_edge(control, edge_token, tmp_path / "edge") as url:
+        async with control.client() as admin:
+            r = await admin.put(
+                "/v1/templates/oneshot", json={"executor": "process", "argv": [sys.executable, "-c", ONE_SHOT_BACKEND]}
+            )
+            assert r.status_code == 200
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                async with s.post(
+                    f"{url}/v1/connect", json={"key": "oneshot", "template": "oneshot"}, headers=headers
+                ) as r:
+                    body = await r.json()
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            async with s.get(body["url"]) as r:  # waits (on the full path) until the backend is ready
+                assert r.status == 200
+        # A new client connection: the one above was handed to the full server by /v1/connect.
+        async with aiohttp.ClientSession() as s:
+            for i in range(4):  # from the second on, each request first meets a pooled, closed connection
+                async with s.get(body["url"]) as r:
+                    assert r.status == 200 and await r.read() == b"ok", i

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 import orjson
@@ -64,18 +64,9 @@ async def translate_db_errors() -> AsyncIterator[None]:
         raise DatabaseUnavailable("the database is unreachable; retry shortly", retry_after_s=DB_RETRY_AFTER_S) from exc
 
 
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(record) if record is not None else None
-
-
 async def one(conn: Conn, query: str, *args: object) -> asyncpg.Record:
     """The row a statement always returns (INSERT/UPDATE … RETURNING of a row known to exist)."""
     row = await conn.fetchrow(query, *args)
     if row is None:
         raise LookupError(f"statement returned no row: {query.split()[0]} …")
     return row
-
-
-async def scalar(conn: Conn, query: str, *args: object) -> Any:
-    """The first column of the first row."""
-    return await conn.fetchval(query, *args)

@@ -34,13 +34,6 @@ async def append_version(conn: Conn, channel: str, rows: list[tuple[str, str, st
     return version
 
 
-async def insert_many(conn: Conn, version: int, rows: list[tuple[str, str, str, dict[str, Any] | None]]) -> None:
-    await conn.executemany(
-        "INSERT INTO changes (version, seq, kind, id, op, body) VALUES ($1, $2, $3, $4, $5, $6)",
-        [(version, seq, kind, id_, op, body) for seq, (kind, id_, op, body) in enumerate(rows)],
-    )
-
-
 async def since(conn: Conn, version: int, up_to: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT version, kind, id, op, body FROM changes WHERE version > $1 AND version <= $2 ORDER BY version, seq",

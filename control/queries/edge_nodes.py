@@ -36,14 +36,6 @@ async def upsert(
     )
 
 
-async def touch(conn: Conn, node_id: str, applied_version: int) -> None:
-    await conn.execute(
-        "UPDATE edge_nodes SET last_heartbeat_at = now(), applied_version = $2 WHERE id = $1",
-        node_id,
-        applied_version,
-    )
-
-
 async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record]:
     """Every node with its live-backend count and health."""
     return await conn.fetch(

@@ -41,11 +41,6 @@ async def list_all(conn: Conn) -> list[asyncpg.Record]:
     return await conn.fetch(f"SELECT {_COLUMNS} FROM regions ORDER BY name")
 
 
-async def oldest_name(conn: Conn) -> str | None:
-    name: str | None = await conn.fetchval("SELECT name FROM regions ORDER BY created_at, name LIMIT 1")
-    return name
-
-
 def snapshot(conn: Conn) -> CursorFactory:
     """Every region (the sync snapshot reads it page by page inside its transaction)."""
     return conn.cursor(f"SELECT {_COLUMNS} FROM regions")

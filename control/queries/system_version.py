@@ -11,10 +11,5 @@ async def read(conn: Conn) -> asyncpg.Record:
     return await one(conn, "SELECT version, epoch, floor_version FROM system_version")
 
 
-async def bump(conn: Conn) -> int:
-    """Take the next version. Holds the row lock until commit, which serialises writers."""
-    return int(await conn.fetchval("UPDATE system_version SET version = version + 1 RETURNING version"))
-
-
 async def set_floor(conn: Conn, floor: int) -> None:
     await conn.execute("UPDATE system_version SET floor_version = greatest(floor_version, $1)", floor)

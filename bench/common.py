@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+
+from meridian import processes
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 
@@ -56,25 +56,17 @@ def wait_http(url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] |
 @contextlib.contextmanager
 def process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run a process in its own group; stop the whole group on exit, whatever happened."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = processes.start(argv, log_path, env)
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        processes.stop(proc, grace_s=20)
 
 
 @contextlib.contextmanager
 def control_plane(data_dir: Path, port: int, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """`meridian control serve` with its embedded PostgreSQL in `data_dir`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    env = processes.clean_env()
     argv = [
         sys.executable,
         "-m",

@@ -63,15 +63,7 @@ class Replicas:
         try:
             for i in range(n):
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "edge.replica_runner",
-                    "--control",
-                    url,
-                    "--token",
-                    token,
-                    "--dir",
-                    str(root / f"replica-{i}"),
+                    *_runner_argv(url, token, root / f"replica-{i}"),
                     cwd=REPO,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=self._log(root / f"replica-{i}.log"),
@@ -248,8 +240,9 @@ async def reply_bytes(http: aiohttp.ClientSession, url: str, token: str, lat: fl
         return len(await r.read())
 
 
-async def snapshot_apply(url: str, token: str, root: Path) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
+def _runner_argv(url: str, token: str, directory: Path, *extra: str) -> list[str]:
+    """The command line of one edge replica process (edge/replica_runner.py)."""
+    return [
         sys.executable,
         "-m",
         "edge.replica_runner",
@@ -258,8 +251,14 @@ async def snapshot_apply(url: str, token: str, root: Path) -> dict[str, Any]:
         "--token",
         token,
         "--dir",
-        str(root / "snapshot-replica"),
-        "--snapshot-only",
+        str(directory),
+        *extra,
+    ]
+
+
+async def snapshot_apply(url: str, token: str, root: Path) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        *_runner_argv(url, token, root / "snapshot-replica", "--snapshot-only"),
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,

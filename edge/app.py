@@ -70,7 +70,7 @@ async def subdomain_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
-async def _send_heartbeat(app: web.Application) -> None:
+async def send_heartbeat(app: web.Application) -> None:
     settings = app[keys.SETTINGS]
     public_url = settings.effective_public_url(settings.port)
     hb = HeartbeatIn(
@@ -90,7 +90,7 @@ async def _send_heartbeat(app: web.Application) -> None:
 
 async def _heartbeat_forever(app: web.Application) -> None:
     while True:
-        await _send_heartbeat(app)
+        await send_heartbeat(app)
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
@@ -151,7 +151,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         # than after KEY_FAILOVER_AFTER_S (best effort: it may be unreachable).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_REPORT_S):
-                await _send_heartbeat(app)
+                await send_heartbeat(app)
     finally:
         await session.close()
         await asyncio.to_thread(replica.close)

@@ -3,7 +3,6 @@ and one edge per region, each a real process on loopback — stopped cleanly on 
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import socket
@@ -64,9 +63,6 @@ class DevCluster:
     def edge_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.port + 1 + index}"
 
-    def _env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-
     def _wait(self, url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -97,7 +93,7 @@ class DevCluster:
                 self.admin_token,
             ],
             logs / "control.log",
-            self._env(),
+            processes.clean_env(),
         )
         self.procs.append(("control plane", control))
         self._wait(f"{self.control_url}/healthz", control, "the control plane")
@@ -130,7 +126,7 @@ class DevCluster:
                     edge_token,
                 ],
                 logs / f"edge-{name}.log",
-                self._env(),
+                processes.clean_env(),
             )
             self.procs.append((f"edge {name}", edge))
         for i, name in enumerate(self.regions):

@@ -17,6 +17,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without MERIDIAN_* settings, for a child configured by its flags."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+
+
 def start(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

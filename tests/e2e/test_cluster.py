@@ -46,6 +46,11 @@ def _backend(cluster: DevCluster, backend_id: str) -> dict:
     return httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=10).json()
 
 
+def _wait_terminated(cluster: DevCluster, backend_id: str, timeout_s: float, what: str) -> dict:
+    """The backend as the control plane records it once terminated."""
+    return _wait_for(lambda: (b := _backend(cluster, backend_id))["status"] == "terminated" and b, timeout_s, what)
+
+
 def test_connect_then_the_url_serves_the_page_of_the_right_backend(cluster: DevCluster) -> None:
     answer = _connect(cluster, 0, key="e2e-page")
     page = httpx.get(answer["url"], timeout=30)
@@ -110,11 +115,7 @@ def test_idle_shutdown_frees_the_key_and_the_next_backend_gets_a_greater_fencing
     )
     first = _connect(cluster, 0, key="e2e-idle", template="quick")
     assert httpx.get(first["url"] + "info", timeout=30).status_code == 200
-    gone = _wait_for(
-        lambda: (b := _backend(cluster, first["backend_id"]))["status"] == "terminated" and b,
-        20,
-        "the idle backend to be terminated",
-    )
+    gone = _wait_terminated(cluster, first["backend_id"], 20, "the idle backend to be terminated")
     assert gone["termination_reason"] == "idle"
     assert httpx.get(first["url"] + "info", timeout=10).status_code == 410
     second = _connect(cluster, 0, key="e2e-idle", template="quick")
@@ -233,11 +234,7 @@ def test_backend_that_crashes_at_start_is_failed_with_its_exit_code(cluster: Dev
     answer = _connect(cluster, 0, key="e2e-crash", template="crash")
     r = httpx.get(answer["url"], timeout=30)
     assert r.status_code == 410 and r.json()["error"]["code"] == "backend_gone"
-    b = _wait_for(
-        lambda: (b := _backend(cluster, answer["backend_id"]))["status"] == "terminated" and b,
-        10,
-        "the crashed backend to be reported",
-    )
+    b = _wait_terminated(cluster, answer["backend_id"], 10, "the crashed backend to be reported")
     assert b["termination_reason"] == "failed" and b["exit_code"] == 3
 
 
@@ -248,11 +245,7 @@ def test_backend_that_never_gets_ready_is_failed_after_its_start_timeout(cluster
         {"executor": "process", "start_timeout_s": 1, "argv": [sys.executable, "-c", "import time; time.sleep(60)"]},
     )
     answer = _connect(cluster, 1, key="e2e-mute", template="mute")
-    b = _wait_for(
-        lambda: (b := _backend(cluster, answer["backend_id"]))["status"] == "terminated" and b,
-        15,
-        "the never-ready backend to be failed",
-    )
+    b = _wait_terminated(cluster, answer["backend_id"], 15, "the never-ready backend to be failed")
     assert b["termination_reason"] == "failed"
 
 
@@ -268,11 +261,7 @@ def test_backend_ignoring_sigterm_is_killed_and_a_dead_port_gives_502_or_410(clu
     assert httpx.get(answer["url"], timeout=30).status_code == 200
     r = httpx.post(f"{cluster.control_url}/v1/backends/{answer['backend_id']}/terminate", json={}, headers=AUTH)
     assert r.json()["status"] == "draining"
-    b = _wait_for(
-        lambda: (b := _backend(cluster, answer["backend_id"]))["status"] == "terminated" and b,
-        20,
-        "the stubborn backend to be killed after the grace period",
-    )
+    b = _wait_terminated(cluster, answer["backend_id"], 20, "the stubborn backend to be killed after the grace period")
     assert b["termination_reason"] == "requested"
 
     victim = _connect(cluster, 2, key="e2e-victim")
@@ -282,11 +271,7 @@ def test_backend_ignoring_sigterm_is_killed_and_a_dead_port_gives_502_or_410(clu
     r = httpx.get(victim["url"] + "info", timeout=30)
     assert r.status_code in (410, 502), r.text
     assert httpx.get(bystander["url"] + "info", timeout=10).status_code == 200, "the edge keeps serving others"
-    b = _wait_for(
-        lambda: (b := _backend(cluster, victim["backend_id"]))["status"] == "terminated" and b,
-        10,
-        "the killed backend to be reported",
-    )
+    b = _wait_terminated(cluster, victim["backend_id"], 10, "the killed backend to be reported")
     assert b["termination_reason"] == "failed"
 
 
@@ -337,9 +322,5 @@ def test_backend_past_its_lifetime_is_stopped_even_while_in_use(cluster: DevClus
     )
     answer = _connect(cluster, 1, key="e2e-brief", template="brief")
     assert httpx.get(answer["url"] + "info", timeout=30).status_code == 200
-    gone = _wait_for(
-        lambda: (b := _backend(cluster, answer["backend_id"]))["status"] == "terminated" and b,
-        20,
-        "the backend to reach its lifetime limit",
-    )
+    gone = _wait_terminated(cluster, answer["backend_id"], 20, "the backend to reach its lifetime limit")
     assert gone["termination_reason"] == "lifetime"

@@ -3,7 +3,6 @@ every process it started (PostgreSQL, control plane, edges, backends)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import httpx
 import psutil
 
 from meridian.dev import free_port_block
+from meridian.processes import clean_env
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -25,7 +25,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def test_dev_prints_its_cluster_serves_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
     port = free_port_block(3)
     token = "dev-test-admin-token-0123"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from meridian.processes import clean_env
 
 TOKEN = "process-admin-token-0123456789"
 
@@ -23,7 +24,7 @@ def _free_port() -> int:
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    env = clean_env()
     return subprocess.Popen(
         [
             sys.executable,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -20,10 +19,7 @@ from control.db import Conn
 from control.notifier import CHANNEL
 from control.queries import changes
 from sync.models import ChangeKind, ChangeOp
-
-
-def jsonable(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(record).items()}
+from sync.state import State, parse
 
 
 @dataclass
@@ -32,8 +28,16 @@ class WriteTx:
     pending: list[tuple[str, str, str, dict[str, Any] | None]] = field(default_factory=list)
     version: int | None = None
 
+    def put(self, state: State) -> None:
+        """Record the whole new object; its body on the wire is the model's (sync/state.py)."""
+        self.pending.append((state.KIND.value, state.object_id, ChangeOp.UPSERT.value, state.body()))
+
     def upsert(self, kind: ChangeKind, object_id: str, body: asyncpg.Record | dict[str, Any]) -> None:
-        self.pending.append((kind.value, object_id, ChangeOp.UPSERT.value, jsonable(body)))
+        """`put` for a row or dict: validated into the kind's model first."""
+        state = parse(kind, body)
+        if state.object_id != object_id:
+            raise ValueError(f"{kind} body names {state.object_id!r}, not {object_id!r}")
+        self.put(state)
 
     def delete(self, kind: ChangeKind, object_id: str) -> None:
         self.pending.append((kind.value, object_id, ChangeOp.DELETE.value, None))

@@ -20,6 +20,7 @@ from edge.executors import BackendExit, Executor, ExecutorError, SpawnRequest
 from edge.replica import Replica
 from sync.errors import MeridianError
 from sync.models import BackendStatus, Change, ChangeKind, StatusReport, TemplateSpec, TerminationReason
+from sync.state import BackendState
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,9 @@ class Drone:
                 log.exception("reconcile failed; will retry on the next change")
 
     async def _reconcile(self) -> None:
-        assigned = {b["id"]: b for b in self.replica.backends_on_node(self.node_id)}
+        assigned = {b.id: b for b in self.replica.backends_on_node(self.node_id)}
         for backend_id, row in assigned.items():
-            status = BackendStatus(row["status"])
+            status = row.status
             local = self.local.get(backend_id)
             if local is None:
                 if status is BackendStatus.SCHEDULED:
@@ -156,11 +157,11 @@ class Drone:
                     # (the edge restarted): it is lost.
                     self._adopt_lost(row)
             elif local.status.is_live and not status.is_live:
-                reason = TerminationReason(row.get("termination_reason") or TerminationReason.REQUESTED)
+                reason = row.termination_reason or TerminationReason.REQUESTED
                 self._spawn_task(self.stop(backend_id, reason, hard=status is BackendStatus.TERMINATED))
         for backend_id, local in list(self.local.items()):
             known = assigned.get(backend_id)
-            if local.status is BackendStatus.TERMINATED and (known is None or known["status"] == "terminated"):
+            if local.status is BackendStatus.TERMINATED and (known is None or known.is_terminated):
                 del self.local[backend_id]  # the control plane has it: nothing left to report
                 self.activity.forget(backend_id)
 
@@ -169,22 +170,22 @@ class Drone:
         self._local_added.set()
         self._local_added = asyncio.Event()
 
-    def _start(self, row: dict[str, Any]) -> None:
-        template = self.replica.template(row["template_id"])
+    def _start(self, row: BackendState) -> None:
+        template = self.replica.template(row.template_id)
         if template is None or self.executor is None:
-            log.error("backend %s names template %s unknown to this edge", row["id"], row["template_id"])
+            log.error("backend %s names template %s unknown to this edge", row.id, row.template_id)
             return
-        local = LocalBackend(id=row["id"], template=TemplateSpec.model_validate(template["spec"]))
+        local = LocalBackend(id=row.id, template=template.spec)
         self._add_local(local)
         self._report(local)
         request = SpawnRequest(
-            backend_id=row["id"],
-            key=row.get("key"),
-            fencing_token=int(row["fencing_token"]),
+            backend_id=row.id,
+            key=row.key,
+            fencing_token=row.fencing_token,
             region=self.region,
-            secret=row["secret"],
+            secret=row.secret,
             template=local.template,
-            template_id=row["template_id"],
+            template_id=row.template_id,
         )
         self._spawn_task(self._run_start(local, request))
 
@@ -205,8 +206,8 @@ class Drone:
             local.settled.set()
             self._report(local)
 
-    def _adopt_lost(self, row: dict[str, Any]) -> None:
-        local = LocalBackend(id=row["id"], template=TemplateSpec(executor="process", argv=["lost"]))
+    def _adopt_lost(self, row: BackendState) -> None:
+        local = LocalBackend(id=row.id, template=TemplateSpec(executor="process", argv=["lost"]))
         self._add_local(local)
         self._finish(local, TerminationReason.LOST, None)
 

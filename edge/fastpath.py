@@ -82,9 +82,9 @@ class FastPath:
         if local is None or local.status is not BackendStatus.READY or local.address is None:
             return None
         backend = self.proxy.replica.backend(claims.backend_id)
-        if backend is None or backend["status"] == "terminated":
+        if backend is None or backend.is_terminated:
             return None
-        return claims.backend_id, local.address, backend["secret"], claims.user
+        return claims.backend_id, local.address, backend.secret, claims.user
 
     def take_upstream(self, address: str) -> _Upstream | None:
         pool = self.idle.get(address)

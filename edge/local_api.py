@@ -60,14 +60,14 @@ async def connect(request: web.Request) -> web.Response:
         answer = _from_replica(request, body)
         if answer is not None:
             return web.json_response(answer)
-    trusted = set(caller["scopes"]) & {Scope.ADMIN.value, Scope.EDGE.value}
+    trusted = set(caller.scopes) & {Scope.ADMIN, Scope.EDGE}
     forwarded = body.model_dump(mode="json", exclude_none=True)
     if not trusted:
         forwarded.pop("client_ip", None)  # only trusted callers may speak for a user's address
     headers = {
         "X-Forwarded-For": request.remote or "",
         "X-Meridian-Arrival-Region": app[app_keys.SETTINGS].region,
-        "X-Meridian-Caller": caller["token_id"],
+        "X-Meridian-Caller": caller.token_id,
     }
     try:
         status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
@@ -85,27 +85,27 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
     replica = app[app_keys.REPLICA]
     assert body.key is not None
     backend = replica.live_backend_for_key(body.key)
-    if backend is None or backend["status"] != BackendStatus.READY or backend["template_name"] != body.template:
+    if backend is None or backend.status is not BackendStatus.READY or backend.template_name != body.template:
         return None
     key = active_signing_key(replica)
-    region = replica.region(backend["region"])
+    region = replica.region(backend.region)
     if key is None or region is None:
         return None
     now = int(time.time())
-    claims = tokens.ConnectionClaims(backend["id"], body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
-    token = tokens.sign(claims, key["id"], key["secret"])
-    edge_url = region["edge_url"].rstrip("/")
+    claims = tokens.ConnectionClaims(backend.id, body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
+    token = tokens.sign(claims, key.id, key.secret)
+    edge_url = region.edge_url.rstrip("/")
     control_url = app[app_keys.SETTINGS].control_url.rstrip("/")
     return {
-        "backend_id": backend["id"],
-        "key": backend["key"],
+        "backend_id": backend.id,
+        "key": backend.key,
         "spawned": False,
-        "status": backend["status"],
-        "region": backend["region"],
+        "status": backend.status.value,
+        "region": backend.region,
         "edge_url": edge_url,
         "url": f"{edge_url}/{token}/",
         "token": token,
-        "fencing_token": backend["fencing_token"],
-        "status_url": f"{control_url}/v1/backends/{backend['id']}",
-        "placement": {"region": backend["region"], "reason": "existing", "distance_km": None},
+        "fencing_token": backend.fencing_token,
+        "status_url": f"{control_url}/v1/backends/{backend.id}",
+        "placement": {"region": backend.region, "reason": "existing", "distance_km": None},
     }

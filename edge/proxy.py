@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -26,6 +25,7 @@ from edge.drone import Drone
 from edge.replica import Replica
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
 from sync.models import Change, ChangeKind
+from sync.state import BackendState
 from sync.tokens import ConnectionClaims
 
 log = logging.getLogger(__name__)
@@ -164,24 +164,24 @@ class Proxy:
         if self.replica.backend(claims.backend_id) is None:
             await self._known_backend(claims)
         backend = backend_for(self.replica, claims)
-        if backend["node_id"] != self.node_id:
+        if backend.node_id != self.node_id:
             return self._remote_target(request, backend, claims, forward_prefix)
-        local = await self.drone.wait_settled(backend["id"], self.ready_wait_s)
+        local = await self.drone.wait_settled(backend.id, self.ready_wait_s)
         if local is None:
-            raise BackendNotReady(f"backend {backend['id']} is not ready yet; retry", retry_after_s=1.0)
+            raise BackendNotReady(f"backend {backend.id} is not ready yet; retry", retry_after_s=1.0)
         if local.address is None or not local.status.is_live:
-            raise BackendGone(f"backend {backend['id']} is gone")
-        return Target(backend["id"], f"http://{local.address}", backend["secret"], claims.user, self.region, "")
+            raise BackendGone(f"backend {backend.id} is gone")
+        return Target(backend.id, f"http://{local.address}", backend.secret, claims.user, self.region, "")
 
     def _remote_target(
-        self, request: web.Request, backend: dict[str, Any], claims: ConnectionClaims, forward_prefix: str
+        self, request: web.Request, backend: BackendState, claims: ConnectionClaims, forward_prefix: str
     ) -> Target:
         if request.headers.get(HOP_HEADER):
-            raise BackendGone(f"backend {backend['id']} is not on this node")
-        node = self.replica.node(backend["node_id"])
+            raise BackendGone(f"backend {backend.id} is not on this node")
+        node = self.replica.node(backend.node_id)
         if node is None:
-            raise BackendGone(f"backend {backend['id']} is on an unknown node")
-        return Target(backend["id"], node["address"].rstrip("/"), None, claims.user, backend["region"], forward_prefix)
+            raise BackendGone(f"backend {backend.id} is on an unknown node")
+        return Target(backend.id, node.address.rstrip("/"), None, claims.user, backend.region, forward_prefix)
 
     # ---- headers --------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The edge's replica of the replicated system state: on disk (diskcache, see replica_disk.py) for
 durability, in memory for lookups.
 
-Every object is held in memory as its canonical JSON (sorted keys), with small secondary indexes
-(backends by node, revocations by backend); a lookup parses one object, a few microseconds, and
-returns a fresh dict the caller may keep or change. The memory image is rebuilt from disk at open.
+Every object is validated into its model (sync/state.py) where it enters (a reply, a snapshot,
+the disk at open) and held in memory as its canonical JSON (sorted keys), with small secondary
+indexes (backends by node, revocations by backend, keys by backend). A lookup returns the
+object's frozen model; the models of recently read objects are kept (a bounded memo), so the hot
+objects of a busy edge are parsed once. The memory image is rebuilt from disk at open.
 A directory that cannot be trusted (garbage in the sqlite file, a missing or unparseable version
 marker, an entry that does not parse) is detected at open, wiped, and the replica starts empty:
 the sync loop then takes a snapshot. It is never served half-read.
@@ -33,32 +35,60 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
+from pydantic import ValidationError
 
 from edge.replica_disk import CorruptCache, DiskState, Generation, ReplicaDisk, disk_key
 from sync.client import SnapshotObject
 from sync.models import Change, ChangeKind, ChangeOp, ChangesReply
+from sync.state import (
+    ApiTokenState,
+    BackendState,
+    KeyState,
+    NodeState,
+    RegionState,
+    RevocationState,
+    SigningKeyState,
+    State,
+    TemplateNameState,
+    TemplateState,
+    parse,
+    parse_json,
+)
 from sync.timing import TERMINATED_RETENTION_S
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = frozenset({"scheduled", "starting", "ready"})
 PAGE_OBJECTS = 2000
 """Objects per base page (one disk write) while a snapshot is written."""
 REBASE_OVERLAY_MIN = 20_000
 """Re-base the disk store once its overlay holds this many entries and more than the state has objects."""
 PRUNE_EVERY_S = 600.0
+MEMO_OBJECTS = 8192
+"""Parsed models kept for lookups; the memo is emptied when it outgrows this."""
 
 Listener = Callable[[list[Change]], None]
 T = TypeVar("T")
+M = TypeVar("M", bound=State)
 
 
-def _canonical(body: dict[str, Any]) -> bytes:
+class InvalidObject(ValueError):
+    """A replicated object that does not validate into its model."""
+
+
+def _validated(kind: ChangeKind, object_id: str, body: dict[str, Any]) -> tuple[bytes, State]:
+    """The object's model and canonical JSON; InvalidObject when it is not one."""
+    try:
+        state = parse(kind, body)
+    except ValidationError as exc:
+        raise InvalidObject(f"{kind} {object_id!r} is not valid: {exc.error_count()} error(s)") from exc
+    if state.object_id != object_id:
+        raise InvalidObject(f"{kind} {object_id!r} names itself {state.object_id!r}")
     # The copy matters: orjson's output keeps a ~4 KiB allocation behind every bytes object it
     # returns, which for 200,000 held objects is ~800 MB; an exact-size copy is ~450 bytes.
-    return memoryview(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).tobytes()
+    return memoryview(state.canonical()).tobytes(), state
 
 
 class _Index:
@@ -68,29 +98,33 @@ class _Index:
         self.objects: dict[ChangeKind, dict[str, bytes]] = {kind: {} for kind in ChangeKind}
         self.backends_by_node: dict[str, set[str]] = {}
         self.revocations_by_backend: dict[str, set[str]] = {}
-        self.terminated_at: dict[str, str] = {}  # terminated backend id → status_changed_at
+        self.terminated_at: dict[str, datetime] = {}  # terminated backend id → status_changed_at
+        self._memo: dict[tuple[ChangeKind, str], State] = {}
 
     @classmethod
     def from_disk(cls, objects: dict[ChangeKind, dict[str, bytes]]) -> _Index:
         index = cls()
         for kind, items in objects.items():
             for object_id, raw in items.items():
-                body = orjson.loads(raw)
-                if not isinstance(body, dict):
-                    raise CorruptCache(f"{kind} {object_id!r} is not an object")
-                index.put(kind, object_id, raw, body)
+                try:
+                    state = parse_json(kind, raw)
+                except ValidationError as exc:
+                    raise CorruptCache(f"{kind} {object_id!r} does not validate") from exc
+                index.put(state, raw)
         return index
 
-    def put(self, kind: ChangeKind, object_id: str, raw: bytes, body: dict[str, Any]) -> None:
-        if kind is ChangeKind.BACKEND:
+    def put(self, state: State, raw: bytes) -> None:
+        kind, object_id = state.KIND, state.object_id
+        if isinstance(state, BackendState):
             self._unlink_backend(object_id)
-            _link(self.backends_by_node, body.get("node_id"), object_id)
-            if body.get("status") == "terminated":
-                self.terminated_at[object_id] = str(body.get("status_changed_at") or "")
-        elif kind is ChangeKind.REVOCATION:
+            _link(self.backends_by_node, state.node_id, object_id)
+            if state.is_terminated:
+                self.terminated_at[object_id] = state.status_changed_at
+        elif isinstance(state, RevocationState):
             self._unlink_revocation(object_id)
-            _link(self.revocations_by_backend, body.get("backend_id"), object_id)
+            _link(self.revocations_by_backend, state.backend_id, object_id)
         self.objects[kind][object_id] = raw
+        self._memo[(kind, object_id)] = state
 
     def remove(self, kind: ChangeKind, object_id: str) -> None:
         if kind is ChangeKind.BACKEND:
@@ -98,30 +132,41 @@ class _Index:
         elif kind is ChangeKind.REVOCATION:
             self._unlink_revocation(object_id)
         self.objects[kind].pop(object_id, None)
+        self._memo.pop((kind, object_id), None)
 
-    def get(self, kind: ChangeKind, object_id: str | None) -> dict[str, Any] | None:
-        raw = self.objects[kind].get(object_id) if object_id is not None else None
-        return orjson.loads(raw) if raw is not None else None
+    def get(self, kind: ChangeKind, object_id: str | None) -> State | None:
+        if object_id is None:
+            return None
+        state = self._memo.get((kind, object_id))
+        if state is not None:
+            return state
+        raw = self.objects[kind].get(object_id)
+        if raw is None:
+            return None
+        state = parse_json(kind, raw)  # validated when it entered: this cannot fail
+        if len(self._memo) >= MEMO_OBJECTS:
+            self._memo.clear()
+        self._memo[(kind, object_id)] = state
+        return state
 
     def _unlink_backend(self, backend_id: str) -> None:
         old = self.get(ChangeKind.BACKEND, backend_id)
-        if old is not None:
-            _unlink(self.backends_by_node, old.get("node_id"), backend_id)
+        if isinstance(old, BackendState):
+            _unlink(self.backends_by_node, old.node_id, backend_id)
             self.terminated_at.pop(backend_id, None)
 
     def _unlink_revocation(self, revocation_id: str) -> None:
         old = self.get(ChangeKind.REVOCATION, revocation_id)
-        if old is not None:
-            _unlink(self.revocations_by_backend, old.get("backend_id"), revocation_id)
+        if isinstance(old, RevocationState):
+            _unlink(self.revocations_by_backend, old.backend_id, revocation_id)
 
 
-def _link(index: dict[str, set[str]], owner: object, object_id: str) -> None:
-    if isinstance(owner, str):
-        index.setdefault(owner, set()).add(object_id)
+def _link(index: dict[str, set[str]], owner: str, object_id: str) -> None:
+    index.setdefault(owner, set()).add(object_id)
 
 
-def _unlink(index: dict[str, set[str]], owner: object, object_id: str) -> None:
-    if isinstance(owner, str) and owner in index:
+def _unlink(index: dict[str, set[str]], owner: str, object_id: str) -> None:
+    if owner in index:
         index[owner].discard(object_id)
         if not index[owner]:
             del index[owner]
@@ -224,21 +269,21 @@ class Replica:
         async with self._lock:
             if self._version is not None and reply.to <= self._version and not reply.changes:
                 return  # an empty bookmark at our version: nothing to store
-            staged: list[tuple[ChangeKind, str, bytes | None, dict[str, Any] | None]] = []
+            staged: list[tuple[ChangeKind, str, bytes | None, State | None]] = []
             for change in reply.changes:
                 if change.op is ChangeOp.UPSERT and change.body is not None:
-                    staged.append((change.kind, change.id, _canonical(change.body), change.body))
+                    staged.append((change.kind, change.id, *_validated(change.kind, change.id, change.body)))
                 else:
                     staged.append((change.kind, change.id, None, None))
             pruned = self._prunable() if time.monotonic() >= self._next_prune else []
             writes = [(disk_key(kind, oid), raw) for kind, oid, raw, _ in staged]
             writes += [(disk_key(kind, oid), None) for kind, oid in pruned]
             await self._on_disk(self._disk.write_changes, writes, reply.to, reply.epoch)
-            for kind, oid, raw, body in staged:
-                if raw is None or body is None:
+            for kind, oid, raw, state in staged:
+                if raw is None or state is None:
                     self._index.remove(kind, oid)
                 else:
-                    self._index.put(kind, oid, raw, body)
+                    self._index.put(state, raw)
             for kind, oid in pruned:
                 self._index.remove(kind, oid)
             if pruned or self._next_prune <= time.monotonic():
@@ -257,8 +302,8 @@ class Replica:
                 batch: list[tuple[str, bytes]] = []
                 writing: asyncio.Future[None] | None = None
                 async for obj in objects:
-                    raw = _canonical(obj.body)
-                    fresh.put(obj.kind, obj.id, raw, obj.body)
+                    raw, state = _validated(obj.kind, obj.id, obj.body)
+                    fresh.put(state, raw)
                     batch.append((disk_key(obj.kind, obj.id), raw))
                     if len(batch) >= PAGE_OBJECTS:
                         if writing is not None:
@@ -318,72 +363,79 @@ class Replica:
         cutoff = datetime.now(UTC) - timedelta(seconds=TERMINATED_RETENTION_S)
         out: list[tuple[ChangeKind, str]] = []
         for backend_id, ended in self._index.terminated_at.items():
-            try:
-                old = datetime.fromisoformat(ended) < cutoff
-            except ValueError:
-                old = True
-            if old:
+            if ended < cutoff:
                 out.append((ChangeKind.BACKEND, backend_id))
                 out += [(ChangeKind.REVOCATION, r) for r in self._index.revocations_by_backend.get(backend_id, ())]
         return out
 
-    # ---- reads (all from memory; each returns a fresh dict) -----------------------------------
+    # ---- reads (all from memory; each returns a frozen model) -------------------------------
 
-    def backend(self, backend_id: str) -> dict[str, Any] | None:
-        return self._index.get(ChangeKind.BACKEND, backend_id)
+    def _typed(self, model: type[M], object_id: str | None) -> M | None:
+        return cast(M | None, self._index.get(model.KIND, object_id))
 
-    def backends_on_node(self, node_id: str) -> list[dict[str, Any]]:
+    def backend(self, backend_id: str) -> BackendState | None:
+        return self._typed(BackendState, backend_id)
+
+    def backends_on_node(self, node_id: str) -> list[BackendState]:
         """Every backend the replica holds for the node, whatever its status."""
         ids = sorted(self._index.backends_by_node.get(node_id, ()))
         return [b for b in (self.backend(i) for i in ids) if b is not None]
 
-    def key(self, key: str) -> dict[str, Any] | None:
-        return self._index.get(ChangeKind.KEY, key)
+    def key(self, key: str) -> KeyState | None:
+        return self._typed(KeyState, key)
 
-    def live_backend_for_key(self, key: str) -> dict[str, Any] | None:
-        """The key's current backend when it is scheduled, starting or ready."""
+    def live_backend_for_key(self, key: str) -> BackendState | None:
+        """The key's current backend when it is live (scheduled, starting or ready)."""
         row = self.key(key)
-        backend = self._index.get(ChangeKind.BACKEND, row.get("backend_id")) if row is not None else None
-        return backend if backend is not None and backend.get("status") in LIVE_STATUSES else None
+        backend = self.backend(row.backend_id) if row is not None and row.backend_id is not None else None
+        return backend if backend is not None and backend.is_live else None
 
-    def template(self, template_id: str) -> dict[str, Any] | None:
-        """{id, spec}"""
-        return self._index.get(ChangeKind.TEMPLATE, template_id)
+    def template(self, template_id: str) -> TemplateState | None:
+        return self._typed(TemplateState, template_id)
 
-    def template_by_name(self, name: str) -> dict[str, Any] | None:
-        """{id, spec} of the template the name currently points at."""
-        named = self._index.get(ChangeKind.TEMPLATE_NAME, name)
-        return self._index.get(ChangeKind.TEMPLATE, named.get("id")) if named is not None else None
+    def template_by_name(self, name: str) -> TemplateState | None:
+        """The template the name currently points at."""
+        named = self._typed(TemplateNameState, name)
+        return self.template(named.id) if named is not None else None
 
-    def region(self, name: str) -> dict[str, Any] | None:
-        return self._index.get(ChangeKind.REGION, name)
+    def region(self, name: str) -> RegionState | None:
+        return self._typed(RegionState, name)
 
-    def regions(self) -> list[dict[str, Any]]:
-        return self._all(ChangeKind.REGION)
+    def regions(self) -> list[RegionState]:
+        return self._all(RegionState)
 
-    def node(self, node_id: str) -> dict[str, Any] | None:
-        return self._index.get(ChangeKind.NODE, node_id)
+    def node(self, node_id: str) -> NodeState | None:
+        return self._typed(NodeState, node_id)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return self._all(ChangeKind.NODE)
+    def nodes(self) -> list[NodeState]:
+        return self._all(NodeState)
 
-    def signing_key(self, key_id: str) -> dict[str, Any] | None:
-        return self._index.get(ChangeKind.SIGNING_KEY, key_id)
+    def signing_key(self, key_id: str) -> SigningKeyState | None:
+        return self._typed(SigningKeyState, key_id)
 
-    def revocations(self, backend_id: str) -> list[dict[str, Any]]:
+    def signing_keys(self) -> list[SigningKeyState]:
+        return self._all(SigningKeyState)
+
+    def revocations(self, backend_id: str) -> list[RevocationState]:
         ids = sorted(self._index.revocations_by_backend.get(backend_id, ()))
-        return [r for r in (self._index.get(ChangeKind.REVOCATION, i) for i in ids) if r is not None]
+        return [r for r in (self._typed(RevocationState, i) for i in ids) if r is not None]
+
+    def api_token(self, token_hash: str) -> ApiTokenState | None:
+        """An API token by the hex sha256 of its secret."""
+        return self._typed(ApiTokenState, token_hash)
 
     def objects(self, kind: ChangeKind) -> dict[str, dict[str, Any]]:
-        """Every object of a kind, by id (a full copy: for tests, tools and debugging, not hot paths)."""
+        """Every object of a kind, by id, as its wire body (a full copy: for tests, tools and
+        debugging, not hot paths)."""
         return {oid: orjson.loads(raw) for oid, raw in self._index.objects[kind].items()}
 
-    def get(self, kind: ChangeKind, object_id: str) -> dict[str, Any] | None:
+    def get(self, kind: ChangeKind, object_id: str) -> State | None:
         """One object of any kind by id (API tokens are held by the hex sha256 of the token)."""
         return self._index.get(kind, object_id)
 
     def count(self, kind: ChangeKind) -> int:
         return len(self._index.objects[kind])
 
-    def _all(self, kind: ChangeKind) -> list[dict[str, Any]]:
-        return [orjson.loads(raw) for _, raw in sorted(self._index.objects[kind].items())]
+    def _all(self, model: type[M]) -> list[M]:
+        ids = sorted(self._index.objects[model.KIND])
+        return [s for s in (self._typed(model, i) for i in ids) if s is not None]

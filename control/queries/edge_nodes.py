@@ -6,9 +6,10 @@ import asyncpg
 from asyncpg.cursor import CursorFactory
 
 from control.db import Conn, one
+from sync.state import LIVE_STATUS_VALUES
 
 _COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at"
-LIVE_STATUSES = ("scheduled", "starting", "ready")
+LIVE_STATUSES = LIVE_STATUS_VALUES
 
 
 async def get(conn: Conn, node_id: str) -> asyncpg.Record | None:

@@ -12,11 +12,11 @@ from sync.ids import new_id
 from sync.models import (
     BackendStatus,
     BackendView,
-    ChangeKind,
     Scope,
     StatusReport,
     TerminationReason,
 )
+from sync.state import BackendState, RevocationState, from_row
 
 
 def view(row: asyncpg.Record) -> BackendView:
@@ -85,7 +85,7 @@ async def transition(
         termination_reason=reason.value if reason else None,
         exit_code=exit_code,
     )
-    tx.upsert(ChangeKind.BACKEND, row["id"], updated)
+    tx.put(from_row(BackendState, updated))
     return updated
 
 
@@ -119,7 +119,7 @@ async def revoke(pool: asyncpg.Pool, backend_id: str, caller: Caller, user: str 
         if row["status"] == BackendStatus.TERMINATED:
             raise BackendGone(f"backend {backend_id!r} is terminated")
         rev = await token_revocations.insert(tx.conn, new_id("rv"), backend_id, user)
-        tx.upsert(ChangeKind.REVOCATION, rev["id"], rev)
+        tx.put(from_row(RevocationState, rev))
     return {"id": rev["id"], "backend_id": backend_id, "user": user, "revoked_at": rev["revoked_at"]}
 
 

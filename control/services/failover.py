@@ -13,7 +13,7 @@ import asyncpg
 from control.db import TRANSIENT_ERRORS
 from control.queries import backends
 from control.versioning import write_transaction
-from sync.models import ChangeKind
+from sync.state import BackendState, from_row
 from sync.timing import KEY_FAILOVER_AFTER_S, NODE_LOST_AFTER_S
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ async def fail_over_silent_nodes(pool: asyncpg.Pool, silent_for_s: float = KEY_F
     async with write_transaction(pool) as tx:
         rows = await backends.mark_lost_on_silent_nodes(tx.conn, silent_for_s)
         for row in rows:
-            tx.upsert(ChangeKind.BACKEND, row["id"], row)
+            tx.put(from_row(BackendState, row))
     if rows:
         log.warning("declared %d backend(s) lost on nodes silent for %.0fs", len(rows), silent_for_s)
     return len(rows)

@@ -9,7 +9,8 @@ from control.services.backends import apply_report
 from control.versioning import write_transaction
 from sync.catalog import KNOWN_REGIONS
 from sync.errors import RegionUnknown
-from sync.models import BackendStatus, ChangeKind, HeartbeatIn, HeartbeatOut, StatusReport, StatusReportResult
+from sync.models import BackendStatus, HeartbeatIn, HeartbeatOut, StatusReport, StatusReportResult
+from sync.state import NodeState, RegionState, from_row
 
 
 async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
@@ -29,7 +30,7 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
                     fields={"region": hb.region},
                 )
             row = await regions.upsert(conn, hb.region, known.lat, known.lon, hb.edge_url or hb.address, None)
-            tx.upsert(ChangeKind.REGION, hb.region, row)
+            tx.put(from_row(RegionState, row))
         reports = {r.id: r for r in hb.backends}
         found = {r["id"]: r for r in await backends.get_many(conn, sorted(reports))} if reports else {}
         # Lock only the rows this heartbeat moves forward: most reports repeat what is known.
@@ -48,13 +49,9 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         before = await edge_nodes.get(conn, hb.node_id)
         node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
-            tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
+            tx.put(from_row(NodeState, node))
     return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)
 
 
 def _moves(row: asyncpg.Record, report: StatusReport, node_id: str) -> bool:
     return row["node_id"] == node_id and report.status.rank > BackendStatus(row["status"]).rank
-
-
-def _node_body(node: asyncpg.Record) -> dict[str, object]:
-    return {k: node[k] for k in ("id", "region", "address", "capacity")}

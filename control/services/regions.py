@@ -6,7 +6,8 @@ import asyncpg
 
 from control.queries import edge_nodes, regions
 from control.versioning import write_transaction
-from sync.models import ChangeKind, NodeView, RegionIn, RegionView
+from sync.models import NodeView, RegionIn, RegionView
+from sync.state import RegionState, from_row
 from sync.timing import NODE_LOST_AFTER_S
 
 
@@ -15,7 +16,7 @@ async def put_region(pool: asyncpg.Pool, name: str, body: RegionIn) -> RegionVie
         before = await regions.get(tx.conn, name)
         row = await regions.upsert(tx.conn, name, body.lat, body.lon, body.edge_url, body.capacity)
         if before is None or any(before[k] != row[k] for k in ("lat", "lon", "edge_url", "capacity")):
-            tx.upsert(ChangeKind.REGION, name, row)
+            tx.put(from_row(RegionState, row))
     return RegionView(**dict(row))
 
 

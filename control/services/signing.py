@@ -10,7 +10,7 @@ from control.queries import signing_keys
 from control.versioning import write_transaction
 from sync import tokens
 from sync.ids import new_id
-from sync.models import ChangeKind
+from sync.state import SigningKeyState, from_row
 from sync.timing import CONNECTION_TOKEN_TTL_S
 
 
@@ -41,8 +41,8 @@ async def rotate(pool: asyncpg.Pool, keyring: Keyring) -> str:
     """Start signing with a new key; older keys stay valid for verification (retired, not deleted)."""
     async with write_transaction(pool) as tx:
         row = await signing_keys.insert(tx.conn, new_id("sk"), tokens.new_signing_secret())
-        tx.upsert(ChangeKind.SIGNING_KEY, row["id"], row)
+        tx.put(from_row(SigningKeyState, row))
         for retired in await signing_keys.retire_all_but(tx.conn, row["id"]):
-            tx.upsert(ChangeKind.SIGNING_KEY, retired["id"], retired)
+            tx.put(from_row(SigningKeyState, retired))
     keyring.load(row["id"], row["secret"])
     return str(row["id"])

@@ -8,7 +8,7 @@ sent as it is read: it is never built whole in memory. The stream is
     {"kind": ..., "id": ..., "body": {...}}             one line per object
     {"end": true, "count": N}                           last line: a truncated stream is detectable
 
-Each body is exactly what the change log carries for the object (see control/services/*.py).
+Each body is the object's model (sync/state.py), exactly as the change log carries it.
 Backends: live and draining ones, plus those terminated within TERMINATED_RETENTION_S (an hour),
 so the snapshot stays small while an edge that re-snapshots still learns of recent terminations;
 revocations follow their backends. Every other kind is sent whole (keys included: edges need each
@@ -44,9 +44,9 @@ from control.queries import (
     templates,
     token_revocations,
 )
-from control.versioning import jsonable
 from sync.errors import TooManyRequests
 from sync.models import ChangeKind
+from sync.state import STATE_MODELS
 from sync.timing import TERMINATED_RETENTION_S
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,20 @@ SNAPSHOT_RETRY_AFTER_S = 2.0
 class _Source:
     kind: ChangeKind
     cursor: Callable[[Conn], CursorFactory]
-    id_column: str
 
 
 _SOURCES = (
-    _Source(ChangeKind.REGION, regions.snapshot, "name"),
-    _Source(ChangeKind.NODE, edge_nodes.snapshot, "id"),
-    _Source(ChangeKind.TEMPLATE, templates.snapshot, "id"),
-    _Source(ChangeKind.TEMPLATE_NAME, template_names.snapshot, "name"),
-    _Source(ChangeKind.SIGNING_KEY, signing_keys.snapshot, "id"),
-    _Source(ChangeKind.BACKEND, partial(backends.snapshot, terminated_retention_s=TERMINATED_RETENTION_S), "id"),
-    _Source(ChangeKind.KEY, keys.snapshot, "key"),
-    _Source(ChangeKind.API_TOKEN, api_tokens.snapshot, "hash"),
+    _Source(ChangeKind.REGION, regions.snapshot),
+    _Source(ChangeKind.NODE, edge_nodes.snapshot),
+    _Source(ChangeKind.TEMPLATE, templates.snapshot),
+    _Source(ChangeKind.TEMPLATE_NAME, template_names.snapshot),
+    _Source(ChangeKind.SIGNING_KEY, signing_keys.snapshot),
+    _Source(ChangeKind.BACKEND, partial(backends.snapshot, terminated_retention_s=TERMINATED_RETENTION_S)),
+    _Source(ChangeKind.KEY, keys.snapshot),
+    _Source(ChangeKind.API_TOKEN, api_tokens.snapshot),
     _Source(
         ChangeKind.REVOCATION,
         partial(token_revocations.snapshot, terminated_retention_s=TERMINATED_RETENTION_S),
-        "id",
     ),
 )
 SNAPSHOT_KINDS = tuple(s.kind for s in _SOURCES)
@@ -164,4 +162,5 @@ class SnapshotStream:
 
 
 def _line(source: _Source, row: asyncpg.Record) -> bytes:
-    return orjson.dumps({"kind": source.kind, "id": row[source.id_column], "body": jsonable(row)}) + b"\n"
+    state = STATE_MODELS[source.kind].model_validate(dict(row))
+    return orjson.dumps({"kind": source.kind, "id": state.object_id, "body": state.body()}) + b"\n"

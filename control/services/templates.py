@@ -8,7 +8,8 @@ from control.queries import template_names, templates
 from control.versioning import write_transaction
 from sync.canonical import content_id
 from sync.errors import NotFound
-from sync.models import ChangeKind, TemplateSpec, TemplateView
+from sync.models import TemplateSpec, TemplateView
+from sync.state import TemplateNameState, TemplateState
 
 
 def template_id(spec: TemplateSpec) -> str:
@@ -21,9 +22,9 @@ async def put_template(pool: asyncpg.Pool, name: str, spec: TemplateSpec) -> Tem
     body = spec.model_dump(mode="json")
     async with write_transaction(pool) as tx:
         if await templates.insert_if_absent(tx.conn, tid, body):
-            tx.upsert(ChangeKind.TEMPLATE, tid, {"id": tid, "spec": body})
+            tx.put(TemplateState(id=tid, spec=spec))
         if await template_names.point(tx.conn, name, tid) is not None:
-            tx.upsert(ChangeKind.TEMPLATE_NAME, name, {"name": name, "id": tid})
+            tx.put(TemplateNameState(name=name, id=tid))
         row = await template_names.get(tx.conn, name)
     assert row is not None  # written just above, in this transaction
     return _view(row)

@@ -54,17 +54,17 @@ async def test_edge_follows_writes_and_serves_lookups(
     replica = edge.replica
     assert replica is not None and edge.loop is not None
     assert edge.loop.snapshots == 1 and edge.loop.reachable and edge.loop.last_sync_at is not None
-    assert replica.live_backend_for_key("doc-1")["id"] == backend_id  # type: ignore[index]
-    assert [b["id"] for b in replica.backends_on_node("nd-eu-west")] == [backend_id]
-    assert replica.template_by_name("demo")["spec"]["executor"] == "process"  # type: ignore[index]
-    assert replica.region("us-east")["lat"] == 38.9  # type: ignore[index]
-    assert {n["id"] for n in replica.nodes()} == {"nd-eu-west", "nd-us-east"}
+    assert replica.live_backend_for_key("doc-1").id == backend_id  # type: ignore[union-attr]
+    assert [b.id for b in replica.backends_on_node("nd-eu-west")] == [backend_id]
+    assert replica.template_by_name("demo").spec.executor == "process"  # type: ignore[union-attr]
+    assert replica.region("us-east").lat == 38.9  # type: ignore[union-attr]
+    assert {n.id for n in replica.nodes()} == {"nd-eu-west", "nd-us-east"}
     assert (await admin.post(f"/v1/backends/{backend_id}/revoke", json={"user": "u"})).status_code == 200
     assert (await admin.post(f"/v1/backends/{backend_id}/terminate", json={"hard": True})).status_code == 200
     await _assert_converged(edge, control, edge_token)
     assert replica.live_backend_for_key("doc-1") is None
-    assert replica.backend(backend_id)["status"] == "terminated"  # type: ignore[index]
-    assert [r["user_id"] for r in replica.revocations(backend_id)] == ["u"]
+    assert replica.backend(backend_id).status == "terminated"  # type: ignore[union-attr]
+    assert [r.user_id for r in replica.revocations(backend_id)] == ["u"]
     assert edge.loop.snapshots == 1, "everything after the first snapshot came as diffs"
 
 
@@ -131,7 +131,7 @@ async def test_database_restored_to_an_earlier_version(
         await _put_region(admin, "eu-west", 2.0)
         await _put_region(admin, "eu-west", 5.0)
         await _assert_converged(edge, control, edge_token)
-        assert edge.replica.region("eu-west")["lat"] == 5.0  # type: ignore[index]
+        assert edge.replica.region("eu-west").lat == 5.0  # type: ignore[union-attr]
         assert edge.loop.snapshots == 2 and edge.loop.resyncs == 1
     finally:
         await edge.stop()
@@ -254,7 +254,7 @@ async def test_edge_keeps_its_state_through_a_control_plane_outage(db_url: str, 
         assert not edge.loop.reachable
         assert edge.loop.last_error is not None and "ControlPlaneUnreachable" in edge.loop.last_error
         assert diff_states(edge.state(), expected) == []
-        assert edge.replica.live_backend_for_key("k")["id"] == backend_id  # type: ignore[index]
+        assert edge.replica.live_backend_for_key("k").id == backend_id  # type: ignore[union-attr]
         # The control plane comes back on the same address; the edge catches up by diff.
         server, task = await serve(port)
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
@@ -262,7 +262,7 @@ async def test_edge_keeps_its_state_through_a_control_plane_outage(db_url: str, 
             v2 = await version(admin)
         await edge.caught_up(v2)
         assert edge.loop.reachable and edge.snapshots == 1 and edge.loop.snapshots == 0
-        assert edge.replica.backend(backend_id)["status"] == "ready"  # type: ignore[index]
+        assert edge.replica.backend(backend_id).status == "ready"  # type: ignore[union-attr]
     finally:
         await edge.stop()
         server.should_exit = True

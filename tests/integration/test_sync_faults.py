@@ -61,7 +61,7 @@ def _lat(e: Edge) -> float:
     assert e.replica is not None
     found = e.replica.region("r")
     assert found is not None
-    return float(found["lat"])
+    return found.lat
 
 
 @pytest.mark.parametrize(

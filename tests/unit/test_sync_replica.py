@@ -10,10 +10,12 @@ from typing import Any
 
 import diskcache
 import pytest
+from pydantic import ValidationError
 
-from edge.replica import Replica
+from edge.replica import InvalidObject, Replica
 from sync.client import ProtocolError, SnapshotObject
-from sync.models import Change, ChangeKind, ChangesReply
+from sync.models import BackendStatus, Change, ChangeKind, ChangesReply
+from sync.state import BackendState
 
 K = ChangeKind
 
@@ -26,8 +28,16 @@ def _backend(bid: str, node: str = "nd-a", status: str = "ready", key: str | Non
         "status": status,
         "region": "eu",
         "fencing_token": 1,
+        "template_name": "demo",
+        "template_id": "tp-1",
+        "secret": "backend-secret",
+        "created_at": "2024-01-01T00:00:00+00:00",
         "status_changed_at": datetime.now(UTC).isoformat(),
     } | kw
+
+
+def _region(name: str, lat: float = 0.0) -> dict[str, Any]:
+    return {"name": name, "lat": lat, "lon": 2.0, "edge_url": f"http://{name}.test", "capacity": None}
 
 
 STATE: list[tuple[ChangeKind, str, dict[str, Any]]] = [
@@ -103,19 +113,31 @@ async def test_a_new_directory_is_empty_and_needs_a_snapshot(tmp_path: Path) -> 
 
 async def test_lookups_after_a_snapshot(replica: Replica) -> None:
     assert (replica.applied_version, replica.epoch) == (10, "e1")
-    assert replica.backend("bk-1")["key"] == "doc"  # type: ignore[index]
-    assert replica.live_backend_for_key("doc")["id"] == "bk-1"  # type: ignore[index]
-    assert replica.key("doc")["fencing_token"] == 1  # type: ignore[index]
-    assert replica.template_by_name("demo") == {"id": "tp-1", "spec": {"executor": "process", "argv": ["x"]}}
-    assert replica.template("tp-1") == replica.template_by_name("demo")
-    assert replica.region("eu")["lat"] == 1.5 and [r["name"] for r in replica.regions()] == ["eu"]  # type: ignore[index]
-    assert replica.node("nd-a")["capacity"] == 10 and len(replica.nodes()) == 1  # type: ignore[index]
-    assert replica.signing_key("sk-1")["secret"] == "s"  # type: ignore[index]
-    assert [r["id"] for r in replica.revocations("bk-1")] == ["rv-1"]
-    assert sorted(b["id"] for b in replica.backends_on_node("nd-a")) == ["bk-1", "bk-2"]
-    # Lookups return fresh dicts: changing one does not change the replica.
-    replica.backend("bk-1")["status"] = "terminated"  # type: ignore[index]
-    assert replica.backend("bk-1")["status"] == "ready"  # type: ignore[index]
+    backend = replica.backend("bk-1")
+    assert isinstance(backend, BackendState) and backend.key == "doc" and backend.status is BackendStatus.READY
+    assert replica.live_backend_for_key("doc") == backend
+    assert replica.key("doc").fencing_token == 1  # type: ignore[union-attr]
+    template = replica.template_by_name("demo")
+    assert template is not None and template.id == "tp-1" and template.spec.argv == ["x"]
+    assert replica.template("tp-1") == template
+    assert replica.region("eu").lat == 1.5 and [r.name for r in replica.regions()] == ["eu"]  # type: ignore[union-attr]
+    assert replica.node("nd-a").capacity == 10 and len(replica.nodes()) == 1  # type: ignore[union-attr]
+    assert replica.signing_key("sk-1").secret == "s"  # type: ignore[union-attr]
+    assert [r.id for r in replica.revocations("bk-1")] == ["rv-1"]
+    assert sorted(b.id for b in replica.backends_on_node("nd-a")) == ["bk-1", "bk-2"]
+    # Lookups return frozen models: nobody can change the replica through one.
+    with pytest.raises(ValidationError):
+        backend.status = BackendStatus.TERMINATED  # type: ignore[misc]
+    assert replica.backend("bk-1").status is BackendStatus.READY  # type: ignore[union-attr]
+
+
+async def test_an_object_that_is_not_its_model_is_refused_and_nothing_is_applied(replica: Replica) -> None:
+    bad = {"id": "bk-9", "status": "ready"}  # no node, template, secret, fencing token
+    with pytest.raises(InvalidObject):
+        await replica.apply_changes(
+            _reply(10, 11, [(11, K.REGION, "eu", STATE[0][2] | {"lat": 9.0}), (11, K.BACKEND, "bk-9", bad)])
+        )
+    assert replica.applied_version == 10 and replica.backend("bk-9") is None and replica.region("eu").lat == 1.5  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -137,14 +159,19 @@ async def test_changes_keep_the_indexes_right_and_survive_a_reopen(replica: Repl
             [
                 (11, K.BACKEND, "bk-1", _backend("bk-1", node="nd-b", key="doc")),  # moved to another node
                 (11, K.REVOCATION, "rv-1", None),
-                (12, K.REVOCATION, "rv-2", {"id": "rv-2", "backend_id": "bk-2", "user_id": "u", "revoked_at": "x"}),
+                (
+                    12,
+                    K.REVOCATION,
+                    "rv-2",
+                    {"id": "rv-2", "backend_id": "bk-2", "user_id": "u", "revoked_at": "2024-01-02T00:00:00+00:00"},
+                ),
                 (12, K.REGION, "eu", None),
             ],
         )
     )
-    assert [b["id"] for b in replica.backends_on_node("nd-a")] == ["bk-2"]
-    assert [b["id"] for b in replica.backends_on_node("nd-b")] == ["bk-1"]
-    assert replica.revocations("bk-1") == [] and [r["id"] for r in replica.revocations("bk-2")] == ["rv-2"]
+    assert [b.id for b in replica.backends_on_node("nd-a")] == ["bk-2"]
+    assert [b.id for b in replica.backends_on_node("nd-b")] == ["bk-1"]
+    assert replica.revocations("bk-1") == [] and [r.id for r in replica.revocations("bk-2")] == ["rv-2"]
     assert replica.region("eu") is None and replica.applied_version == 12
     before = _everything(replica)
     replica.close()
@@ -152,7 +179,7 @@ async def test_changes_keep_the_indexes_right_and_survive_a_reopen(replica: Repl
     try:
         assert (again.applied_version, again.epoch) == (12, "e1") and not again.rebuilt
         assert _everything(again) == before
-        assert [b["id"] for b in again.backends_on_node("nd-b")] == ["bk-1"]
+        assert [b.id for b in again.backends_on_node("nd-b")] == ["bk-1"]
     finally:
         again.close()
 
@@ -172,7 +199,7 @@ async def test_a_broken_snapshot_changes_nothing_in_memory_or_on_disk(replica: R
     calls: list[list[Change]] = []
     replica.add_listener(calls.append)
     before = _everything(replica)
-    replacement = [(K.REGION, "us", {"name": "us", "lat": 0.0})] * 3
+    replacement = [(K.REGION, "us", _region("us"))] * 3
     with pytest.raises(ProtocolError):
         await replica.apply_snapshot("e2", 50, _stream(replacement, fail_after=2))
     assert (replica.applied_version, replica.epoch) == (10, "e1") and _everything(replica) == before
@@ -193,7 +220,7 @@ async def test_a_cancelled_snapshot_changes_nothing(replica: Replica, tmp_path: 
         n = 0
         while True:
             n += 1
-            yield SnapshotObject(K.REGION, f"r{n}", {"name": f"r{n}"})
+            yield SnapshotObject(K.REGION, f"r{n}", _region(f"r{n}"))
             if n == 5000:
                 started.set()
             await asyncio.sleep(0)
@@ -215,7 +242,7 @@ async def test_a_second_snapshot_replaces_everything_and_tells_listeners_the_dif
     replica.add_listener(lambda _: 1 / 0)  # a failing listener does not stop the others
     changed = [item for item in STATE if item[1] not in ("bk-2", "eu")]
     changed.append((K.REGION, "eu", STATE[0][2] | {"lat": 9.0}))
-    changed.append((K.REGION, "us", {"name": "us", "lat": 3.0}))
+    changed.append((K.REGION, "us", _region("us", 3.0)))
     await replica.apply_snapshot("e2", 30, _stream(changed))
     assert (replica.applied_version, replica.epoch) == (30, "e2")
     (diff,) = calls
@@ -224,7 +251,7 @@ async def test_a_second_snapshot_replaces_everything_and_tells_listeners_the_dif
         ("region", "eu", "upsert", 30),
         ("region", "us", "upsert", 30),
     ]
-    assert replica.backend("bk-2") is None and [b["id"] for b in replica.backends_on_node("nd-a")] == ["bk-1"]
+    assert replica.backend("bk-2") is None and [b.id for b in replica.backends_on_node("nd-a")] == ["bk-1"]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["CURRENT", "gen-000002"]
     await replica.apply_changes(_reply(30, 31, [(31, K.REGION, "us", None)], epoch="e2"))
     assert [[(c.kind, c.id) for c in batch] for batch in calls[1:]] == [[(K.REGION, "us")]]
@@ -243,7 +270,7 @@ async def test_terminated_backends_are_pruned_after_the_retention(replica: Repli
     )
     assert replica.backend("bk-1") is not None, "pruning waits for its period"
     replica._next_prune = 0.0
-    await replica.apply_changes(_reply(11, 12, [(12, K.REGION, "us", {"name": "us"})]))
+    await replica.apply_changes(_reply(11, 12, [(12, K.REGION, "us", _region("us"))]))
     assert replica.backend("bk-1") is None and replica.revocations("bk-1") == []
     assert replica.backend("bk-2") is not None, "recently terminated backends stay"
     assert replica.key("doc") is not None, "keys stay: they carry the fencing-token counter"
@@ -326,7 +353,7 @@ async def test_a_growing_overlay_is_rebased_into_a_fresh_generation(
     monkeypatch.setattr("edge.replica.REBASE_OVERLAY_MIN", 5)
     version = 10
     for n in range(12):  # each reply adds to the overlay: a region, then its deletion
-        body = None if n % 2 else {"name": f"r{n}", "lat": float(n)}
+        body = None if n % 2 else _region(f"r{n}", float(n))
         await replica.apply_changes(_reply(version, version + 1, [(version + 1, K.REGION, f"r{n - n % 2}", body)]))
         version += 1
     assert not (tmp_path / "cache" / "gen-000001").exists(), "the overlay was folded into a new base"

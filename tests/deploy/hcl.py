@@ -42,3 +42,12 @@ def block(parent: dict[str, Any], kind: str) -> dict[str, Any]:
     items = parent.get(kind, [])
     assert len(items) == 1, f"expected one {kind} block, found {len(items)}"
     return items[0]
+
+
+def load_module(directory: Path) -> dict[str, list[Any]]:
+    """Every `.tf` file of a Terraform module, merged by block kind (as Terraform reads them)."""
+    merged: dict[str, list[Any]] = {}
+    for path in sorted(directory.glob("*.tf")):
+        for kind, items in load(path).items():
+            merged.setdefault(kind, []).extend(items)
+    return merged

@@ -51,6 +51,7 @@ class Scope(StrEnum):
     ADMIN = "admin"
     CLIENT = "client"
     EDGE = "edge"
+    OBSERVER = "observer"  # read-only: regions, nodes, backends, templates, placement preview
 
 
 def _check_key(value: str) -> str:
@@ -165,6 +166,18 @@ class PlacementView(Wire):
     ranking: list[dict[str, Any]] | None = None
 
 
+class PlacementPreviewRequest(Strict):
+    """Where would `connect` place a new backend for a user here? Nothing is spawned."""
+
+    location: Location | None = None
+    client_ip: str | None = Field(default=None, max_length=64)
+    template: Name | None = None
+
+
+class PlacementPreview(PlacementView):
+    origin: Location | None = None  # the point distances were measured from, when there is one
+
+
 class ConnectResponse(Wire):
     backend_id: str
     key: str | None
@@ -246,7 +259,7 @@ class HeartbeatOut(Wire):
 
 class TokenIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=128)]
-    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
 
 
 class TokenView(Wire):

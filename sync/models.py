@@ -64,7 +64,15 @@ def _check_key(value: str) -> str:
     return value
 
 
+def _check_user(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("user must not contain control characters")
+    return value
+
+
 Key = Annotated[str, AfterValidator(_check_key)]
+User = Annotated[str, Field(max_length=256), AfterValidator(_check_user)]
+"""Reaches the backend as a header value (`x-meridian-user`): no CR, LF, NUL or other control character."""
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
@@ -156,7 +164,7 @@ class ConnectRequest(Strict):
     region: Name | None = None
     location: Location | None = None
     client_ip: str | None = Field(default=None, max_length=64)
-    user: str | None = Field(default=None, max_length=256)
+    user: User | None = None
     auth: dict[str, Any] | None = None
 
 
@@ -217,7 +225,7 @@ class TerminateRequest(Strict):
 
 
 class RevokeRequest(Strict):
-    user: str | None = Field(default=None, max_length=256)
+    user: User | None = None
 
 
 class StatusReport(Strict):

@@ -41,3 +41,9 @@ TERMINATED_RETENTION_S: float = 3600.0
 DRAIN_IDLE_AFTER_S: float = 10.0
 """On a draining node, a backend with no open connection this long is stopped (sooner than its
 template's idle timeout when that is longer): draining empties a node as fast as its users allow."""
+
+FLEET_EVENTS_CHECK_S: float = 1.0
+"""How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
+
+FLEET_EVENTS_KEEPALIVE_S: float = 15.0
+"""The fleet stream sends a comment line after this much silence, so proxies keep it open."""

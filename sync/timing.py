@@ -37,3 +37,9 @@ DB_RETRY_AFTER_S: float = 2.0
 
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
+
+REQUEST_HEAD_TIMEOUT_S: float = 10.0
+"""An edge closes a client connection whose request head is not complete this long after it began."""
+
+KEEPALIVE_IDLE_S: float = 75.0
+"""An edge closes a kept-alive client connection idle this long between requests."""

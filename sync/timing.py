@@ -43,3 +43,9 @@ REQUEST_HEAD_TIMEOUT_S: float = 10.0
 
 KEEPALIVE_IDLE_S: float = 75.0
 """An edge closes a kept-alive client connection idle this long between requests."""
+
+FLEET_EVENTS_CHECK_S: float = 1.0
+"""How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
+
+FLEET_EVENTS_KEEPALIVE_S: float = 15.0
+"""The fleet stream sends a comment line after this much silence, so proxies keep it open."""

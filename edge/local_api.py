@@ -35,6 +35,7 @@ async def status(request: web.Request) -> web.Response:
             "last_sync_at": last.isoformat() if last else None,
             "backends_running": app[app_keys.DRONE].running(),
             "fast_path_share": _fast_path_share(app),
+            "draining": app[app_keys.DRAIN].draining,
         }
     )
 

@@ -265,3 +265,70 @@ def test_the_page_and_its_files_are_under_500_kb_with_a_strict_policy(cluster: D
     total = len(page.content) + sum(len(httpx.get(f"{cluster.control_url}/ui/{n}", timeout=10).content) for n in names)
     assert total <= 500_000, total
     assert json.loads(httpx.get(f"{cluster.control_url}/ui/land.json", timeout=10).content)["d"].startswith("M")
+
+
+def test_the_sse_reader_handles_split_chunks_crlf_comments_and_multiline_data(ui: Watched) -> None:
+    events = ui.page.evaluate(
+        """async (chunks) => {
+            const { readEvents } = await import("/ui/sse.js");
+            const body = new ReadableStream({
+                start(controller) {
+                    for (const c of chunks) controller.enqueue(new TextEncoder().encode(c));
+                    controller.close();
+                },
+            });
+            const seen = [];
+            await readEvents(body, (e) => seen.push(e));
+            return seen;
+        }""",
+        [
+            ": keepalive\n\nid: 7\nevent: sta",
+            'tus\ndata: {"a":',
+            " 1}\n\r\ndata: line one\r\ndata: line two\r\n\r\nevent: regions\ndata:x\n\nevent: lost\n\n",
+            "data: cut off without its blank line",
+        ],
+    )
+    assert events == [
+        {"event": "status", "data": '{"a": 1}', "id": "7"},
+        {"event": "message", "data": "line one\nline two", "id": "7"},
+        {"event": "regions", "data": "x", "id": "7"},
+    ]
+
+
+def test_region_health_load_and_lag_are_derived_from_its_nodes(ui: Watched) -> None:
+    derived = ui.page.evaluate(
+        """async () => {
+            const { health, load, lag } = await import("/ui/fleet.js");
+            const node = (healthy, backends, capacity, applied_version) =>
+                ({ id: "nd", healthy, backends, capacity, applied_version });
+            const regions = [
+                { capacity: null, nodes: [] },
+                { capacity: null, nodes: [node(true, 3, 10, 40), node(true, 1, 10, 42)] },
+                { capacity: 12, nodes: [node(true, 3, 10, 40), node(false, 2, 10, 30)] },
+                { capacity: null, nodes: [node(false, 0, 10, 42)] },
+            ];
+            return regions.map((r) => [health(r), load(r), lag(r, 42)]);
+        }"""
+    )
+    assert derived == [
+        ["none", {"running": 0, "capacity": 0}, None],
+        ["all", {"running": 4, "capacity": 20}, 2],
+        ["some", {"running": 5, "capacity": 10}, 12],  # an unhealthy node's capacity does not count
+        ["none", {"running": 0, "capacity": 0}, 0],
+    ]
+
+
+def test_a_key_written_as_html_is_shown_as_text_and_never_runs(ui: Watched, cluster: DevCluster) -> None:
+    key = f'<img src=x onerror="window.pwned=1">{time.monotonic_ns()}'
+    r = httpx.post(
+        f"{cluster.control_url}/v1/connect", json={"key": key, "template": "demo"}, headers=AUTH, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    row = ui.page.locator(f'#backend-table tr[data-backend="{r.json()["backend_id"]}"]')
+    row.wait_for(timeout=2000)
+    expect(row.locator("a")).to_have_text(key)
+    assert ui.page.locator("#backend-table img").count() == 0
+    assert ui.page.evaluate("window.pwned") is None
+    row.locator("a").click()
+    expect(ui.page.locator('#backend-details dd[data-field="key"]')).to_have_text(key)
+    assert ui.page.locator("#backend-view img").count() == 0

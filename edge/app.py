@@ -24,6 +24,9 @@ from edge.drone import Drone
 from edge.executors import ProcessExecutor
 from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy
+from edge.journal import Journal
+from edge.journal_replay import JournalReplayer
+from edge.offline_connect import OfflineConnect
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -90,6 +93,8 @@ async def send_heartbeat(app: web.Application) -> None:
         log.warning("heartbeat failed: %s", exc.message)
         return
     app[keys.DRAIN].update(answer.draining)
+    if not app[keys.SYNC_LOOP].reachable:
+        app[keys.SYNC_LOOP].nudge()  # the control plane is back: sync (and replay) now, not after a backoff
 
 
 async def _heartbeat_forever(app: web.Application) -> None:
@@ -117,7 +122,9 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
     proxy_session = proxy_client_session()
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
+    journal = await asyncio.to_thread(Journal.open, settings.data_dir / "journal")
     try:
+        app[keys.JOURNAL] = journal
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
@@ -132,6 +139,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             control=control,
             activity=activity,
             idle_check_s=settings.idle_check_s,
+            journal=journal,
+            online=lambda: app[keys.SYNC_LOOP].reachable,
         )
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
         drone.attach(executor)
@@ -155,6 +164,20 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        drone.add_stop_listener(app[keys.PROXY].on_backend_stopping)
+        app[keys.OFFLINE] = OfflineConnect(
+            replica=replica,
+            drone=drone,
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            capacity=settings.capacity,
+            control_url=settings.control_url,
+            edge_url=settings.effective_public_url(settings.port),
+        )
+        app[keys.REPLAYER] = JournalReplayer(
+            journal=journal, control=control, loop=app[keys.SYNC_LOOP], node_id=app[keys.NODE_ID]
+        )
+        await drone.restore()  # before anything else: take over what this node was running
         yield
         await executor.close()
         # Tell the control plane those backends are gone, so their keys are free at once rather
@@ -166,6 +189,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         await proxy_session.close()
         await session.close()
         await asyncio.to_thread(replica.close)
+        await asyncio.to_thread(journal.close)
 
 
 async def _sync(app: web.Application) -> None:
@@ -174,6 +198,10 @@ async def _sync(app: web.Application) -> None:
 
 async def _drone(app: web.Application) -> None:
     await app[keys.DRONE].run()
+
+
+async def _replay(app: web.Application) -> None:
+    await app[keys.REPLAYER].run()
 
 
 async def _drain(app: web.Application) -> None:
@@ -188,6 +216,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
     app.cleanup_ctx.append(_owned_task(_drone, "drone"))
+    app.cleanup_ctx.append(_owned_task(_replay, "journal-replay"))
     app.cleanup_ctx.append(_owned_task(_drain, "drain"))
     app.cleanup_ctx.append(_owned_task(_heartbeat_forever, "heartbeat"))
     app.router.add_get("/healthz", local_api.healthz)

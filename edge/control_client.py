@@ -8,6 +8,7 @@ import aiohttp
 
 from sync.errors import ControlPlaneUnreachable, MeridianError, error_from_body
 from sync.models import HeartbeatIn, HeartbeatOut, StatusReport
+from sync.offline import ReplayIn, ReplayOut
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
 
@@ -42,9 +43,29 @@ class ControlClient:
         if status not in (200, 404):  # 404: the control plane forgot it; the heartbeat says so too
             raise error_from_body(status, body)
 
-    async def connect(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
-        """Forward a connect; returns the control plane's status and body as they are."""
-        return await self._post("/v1/connect", body, headers)
+    async def connect(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, str | None]:
+        """Forward a connect; returns the control plane's status, body and Retry-After as they are."""
+        try:
+            async with self._session.post(
+                self.base_url + "/v1/connect", json=body, headers={**self._auth, **headers}, timeout=REQUEST_TIMEOUT
+            ) as resp:
+                try:
+                    payload = await resp.json(content_type=None)
+                except ValueError:
+                    payload = None
+                retry_after = resp.headers.get("Retry-After")
+                if retry_after is not None and not retry_after.isdigit():
+                    retry_after = None  # only delta-seconds is passed on
+                return resp.status, payload, retry_after
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ControlPlaneUnreachable(f"control plane unreachable: {exc}") from exc
+
+    async def replay(self, node_id: str, replay: ReplayIn) -> ReplayOut:
+        """Hand the journal's pending entries to the control plane (POST /v1/nodes/{id}/journal)."""
+        status, body = await self._post(f"/v1/nodes/{node_id}/journal", replay.model_dump(mode="json"))
+        if status != 200:
+            raise error_from_body(status, body)
+        return ReplayOut.model_validate(body)
 
 
 __all__ = ["ControlClient", "MeridianError"]

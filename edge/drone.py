@@ -3,6 +3,11 @@ reports their states, and stops them when asked, when idle, or past their lifeti
 
 The control plane's word arrives through the replica (`on_changes`); this node's word goes back
 as immediate status reports, repeated by every heartbeat until the replica shows it was taken.
+
+The drone is also the edge's own truth about the backends it runs (`local`): the proxy and the
+local connect answer from it (ready, address, stopped) without waiting for the replica, and it
+journals every backend it starts and every status change (edge/journal.py), so an edge restarted
+after a crash adopts the processes it was running (`restore`) instead of losing or duplicating them.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.executors import BackendExit, Executor, ExecutorError, SpawnRequest
+from edge.journal import Journal, JournaledBackend
 from edge.replica import Replica
 from sync.errors import MeridianError
 from sync.models import BackendStatus, Change, ChangeKind, StatusReport, TemplateSpec, TerminationReason
@@ -25,10 +32,15 @@ from sync.state import BackendState
 log = logging.getLogger(__name__)
 
 
+StopListener = Callable[[str, TerminationReason], None]
+
+
 @dataclass
 class LocalBackend:
     id: str
     template: TemplateSpec
+    state: BackendState | None = None
+    """The backend's record as this node started it (what an offline spawn is known by)."""
     status: BackendStatus = BackendStatus.STARTING
     address: str | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -57,6 +69,8 @@ class Drone:
         control: ControlClient,
         activity: Activity,
         idle_check_s: float = 1.0,
+        journal: Journal | None = None,
+        online: Callable[[], bool] = lambda: True,
     ) -> None:
         self.node_id = node_id
         self.region = region
@@ -70,11 +84,19 @@ class Drone:
         self._reports: asyncio.Queue[StatusReport] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_added = asyncio.Event()
+        self.journal = journal
+        self._online = online
+        self._stop_listeners: list[StopListener] = []
 
     # ---- wiring ---------------------------------------------------------------------------------
 
     def attach(self, executor: Executor) -> None:
         self.executor = executor
+
+    def add_stop_listener(self, listener: StopListener) -> None:
+        """Called with (backend id, reason) just before a backend is stopped, e.g. so the proxy closes
+        its WebSockets with the reason (`superseded`) before the process goes."""
+        self._stop_listeners.append(listener)
 
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: any backend change may concern this node."""
@@ -127,6 +149,24 @@ class Drone:
                 async with asyncio.timeout(deadline - time.monotonic()):
                     await added.wait()
 
+    def known_backend(self, backend_id: str) -> BackendState | None:
+        """The backend as the edge knows it: the replica's record (the control plane's word wins for
+        a terminated backend), else this node's own record of a backend it started offline."""
+        replicated = self.replica.backend(backend_id)
+        if replicated is not None:
+            return replicated
+        local = self.local.get(backend_id)
+        return local.state if local is not None else None
+
+    def live_for_key(self, key: str) -> LocalBackend | None:
+        """A live backend of `key` that this node runs (the replica may not know it yet)."""
+        for local in self.local.values():
+            if local.state is not None and local.state.key == key and local.status.is_live:
+                replicated = self.replica.backend(local.id)
+                if replicated is None or replicated.is_live:
+                    return local
+        return None
+
     def running(self) -> int:
         return sum(1 for b in self.local.values() if b.status.is_live)
 
@@ -158,6 +198,10 @@ class Drone:
                     self._adopt_lost(row)
             elif local.status.is_live and not status.is_live:
                 reason = row.termination_reason or TerminationReason.REQUESTED
+                if reason is TerminationReason.LOST:
+                    # Declared lost while this node was cut off, yet still running: the key may
+                    # have gone elsewhere, so this one yields at once.
+                    reason = TerminationReason.SUPERSEDED
                 self._spawn_task(self.stop(backend_id, reason, hard=status is BackendStatus.TERMINATED))
         for backend_id, local in list(self.local.items()):
             known = assigned.get(backend_id)
@@ -175,19 +219,39 @@ class Drone:
         if template is None or self.executor is None:
             log.error("backend %s names template %s unknown to this edge", row.id, row.template_id)
             return
-        local = LocalBackend(id=row.id, template=template.spec)
+        local = LocalBackend(id=row.id, template=template.spec, state=row)
+        self._add_local(local)
+        self._journal_backend(row, template.spec, replay=False)
+        self._report(local)
+        self._spawn_task(self._run_start(local, self._spawn_request(row, template.spec)))
+
+    async def start_offline(self, row: BackendState, spec: TemplateSpec) -> LocalBackend:
+        """Start a backend the control plane does not know yet (an offline spawn): journaled, and
+        on disk, before this returns."""
+        if self.executor is None:
+            raise ExecutorError("no executor")
+        if self.journal is not None:
+            await self.journal.record_backend(row, spec, replay=True)
+        local = LocalBackend(id=row.id, template=spec, state=row)
         self._add_local(local)
         self._report(local)
-        request = SpawnRequest(
+        self._spawn_task(self._run_start(local, self._spawn_request(row, spec)))
+        return local
+
+    def _spawn_request(self, row: BackendState, spec: TemplateSpec) -> SpawnRequest:
+        return SpawnRequest(
             backend_id=row.id,
             key=row.key,
             fencing_token=row.fencing_token,
             region=self.region,
             secret=row.secret,
-            template=local.template,
+            template=spec,
             template_id=row.template_id,
         )
-        self._spawn_task(self._run_start(local, request))
+
+    def _journal_backend(self, row: BackendState, spec: TemplateSpec, *, replay: bool) -> None:
+        if self.journal is not None:
+            self._spawn_task(self.journal.record_backend(row, spec, replay=replay))
 
     async def _run_start(self, local: LocalBackend, request: SpawnRequest) -> None:
         assert self.executor is not None
@@ -199,12 +263,42 @@ class Drone:
                 self._finish(local, TerminationReason.FAILED, getattr(exc, "exit_code", None))
             return
         if local.status is BackendStatus.STARTING:
-            local.address = address
-            local.status = BackendStatus.READY
-            local.started_at = time.monotonic()
-            self.activity.touch(local.id)
-            local.settled.set()
-            self._report(local)
+            self._ready(local, address)
+            if self.journal is not None:
+                pid = getattr(self.executor, "pid", lambda _: None)(local.id)
+                self._spawn_task(self.journal.record_process(local.id, pid, address))
+
+    def _ready(self, local: LocalBackend, address: str) -> None:
+        local.address = address
+        local.status = BackendStatus.READY
+        local.started_at = time.monotonic()
+        self.activity.touch(local.id)
+        local.settled.set()
+        self._report(local)
+
+    # ---- restart: adopt what the journal says this node was running ---------------------------
+
+    async def restore(self) -> None:
+        """Before anything else after a (re)start: take over the backends the journal says this node
+        runs whose processes still live; report the others gone (`lost`). Never starts a process."""
+        if self.journal is None:
+            return
+        adopt = getattr(self.executor, "adopt", None)
+        for known in self.journal.backends():
+            if known.ended or known.backend.id in self.local:
+                continue
+            address = await adopt(self._spawn_request(known.backend, known.spec)) if adopt else None
+            self._restored(known, address)
+
+    def _restored(self, known: JournaledBackend, address: str | None) -> None:
+        local = LocalBackend(id=known.backend.id, template=known.spec, state=known.backend)
+        self._add_local(local)
+        if address is None:
+            log.warning("backend %s is in the journal but its process is gone: lost", local.id)
+            self._finish(local, TerminationReason.LOST, None)
+        else:
+            log.info("adopted backend %s (still running at %s)", local.id, address)
+            self._ready(local, address)
 
     def _adopt_lost(self, row: BackendState) -> None:
         local = LocalBackend(id=row.id, template=TemplateSpec(executor="process", argv=["lost"]))
@@ -232,6 +326,11 @@ class Drone:
         local.status = BackendStatus.DRAINING
         local.reason = reason
         self._report(local)
+        for listener in list(self._stop_listeners):
+            try:
+                listener(backend_id, reason)
+            except Exception:
+                log.exception("stop listener %r failed", listener)
         try:
             await self.executor.stop(backend_id, hard=hard, reason=reason)
         except ExecutorError as exc:
@@ -241,7 +340,10 @@ class Drone:
     # ---- reports --------------------------------------------------------------------------------
 
     def _report(self, local: LocalBackend) -> None:
-        self._reports.put_nowait(local.report())
+        report = local.report()
+        self._reports.put_nowait(report)
+        if self.journal is not None:
+            self._spawn_task(self.journal.record_status(report, replay=not self._online()))
 
     async def _report_forever(self) -> None:
         """Reports go out one at a time, in order; a failed one is left to the next heartbeat."""

@@ -127,7 +127,7 @@ class FastPath:
         local = self.drone.local.get(claims.backend_id)
         if local is None or local.status is not BackendStatus.READY or local.address is None:
             return None
-        backend = self.proxy.replica.backend(claims.backend_id)
+        backend = self.drone.known_backend(claims.backend_id)
         if backend is None or backend.is_terminated:
             return None
         return Target(claims.backend_id, local.address, self.proxy.backend_route(backend, claims), backend.secret)

@@ -9,6 +9,9 @@ from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drain import DrainState
 from edge.drone import Drone
+from edge.journal import Journal
+from edge.journal_replay import JournalReplayer
+from edge.offline_connect import OfflineConnect
 from edge.proxy import Proxy
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -24,3 +27,6 @@ DRONE = web.AppKey("drone", Drone)
 SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
 PROXY = web.AppKey("proxy", Proxy)
 DRAIN = web.AppKey("drain", DrainState)
+JOURNAL = web.AppKey("journal", Journal)
+OFFLINE = web.AppKey("offline", OfflineConnect)
+REPLAYER = web.AppKey("replayer", JournalReplayer)

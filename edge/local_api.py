@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from edge import keys as app_keys
-from edge.access import active_signing_key, api_caller
-from sync import tokens
+from edge.access import api_caller
+from edge.offline_connect import connect_answer
 from sync.errors import BadRequest, ControlPlaneUnreachable, PayloadTooLarge
 from sync.models import BackendStatus, ConnectRequest, Scope
-from sync.timing import CONNECTION_TOKEN_TTL_S
 
 MAX_API_BODY = 1 << 20
 
@@ -34,6 +32,7 @@ async def status(request: web.Request) -> web.Response:
             "control_plane": "reachable" if loop.reachable else "unreachable",
             "last_sync_at": last.isoformat() if last else None,
             "backends_running": app[app_keys.DRONE].running(),
+            "journal_pending": app[app_keys.JOURNAL].pending,
             "fast_path_share": _fast_path_share(app),
             "draining": app[app_keys.DRAIN].draining,
         }
@@ -64,10 +63,13 @@ async def connect(request: web.Request) -> web.Response:
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
     body = await _read_connect(request)
+    offline = app[app_keys.OFFLINE]
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:
             return web.json_response(answer)
+    if not app[app_keys.SYNC_LOOP].reachable:
+        return web.json_response(await offline.connect(body, caller))
     trusted = set(caller.scopes) & {Scope.ADMIN, Scope.EDGE}
     forwarded = body.model_dump(mode="json", exclude_none=True)
     if not trusted:
@@ -78,13 +80,11 @@ async def connect(request: web.Request) -> web.Response:
         "X-Meridian-Caller": caller.token_id,
     }
     try:
-        status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
-    except ControlPlaneUnreachable as exc:
-        raise ControlPlaneUnreachable(
-            "the control plane is unreachable and this key has no live backend known to this edge",
-            retry_after_s=2.0,
-        ) from exc
-    return web.json_response(payload, status=status_code)
+        status_code, payload, retry_after = await app[app_keys.CONTROL].connect(forwarded, headers)
+    except ControlPlaneUnreachable:
+        return web.json_response(await offline.connect(body, caller))
+    answer_headers = {"Retry-After": retry_after} if retry_after is not None and status_code in (429, 503) else None
+    return web.json_response(payload, status=status_code, headers=answer_headers)
 
 
 def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] | None:
@@ -94,26 +94,20 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
     assert body.key is not None
     backend = replica.live_backend_for_key(body.key)
     if backend is None or backend.status is not BackendStatus.READY or backend.template_name != body.template:
-        return None
-    key = active_signing_key(replica)
-    region = replica.region(backend.region)
-    if key is None or region is None:
-        return None
-    now = int(time.time())
-    claims = tokens.ConnectionClaims(backend.id, body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
-    token = tokens.sign(claims, key.id, key.secret)
-    edge_url = region.edge_url.rstrip("/")
-    control_url = app[app_keys.SETTINGS].control_url.rstrip("/")
-    return {
-        "backend_id": backend.id,
-        "key": backend.key,
-        "spawned": False,
-        "status": backend.status.value,
-        "region": backend.region,
-        "edge_url": edge_url,
-        "url": f"{edge_url}/{token}/",
-        "token": token,
-        "fencing_token": backend.fencing_token,
-        "status_url": f"{control_url}/v1/backends/{backend.id}",
-        "placement": {"region": backend.region, "reason": "existing", "distance_km": None},
-    }
+        local = app[app_keys.DRONE].live_for_key(body.key)
+        if local is None or local.status is not BackendStatus.READY or local.state is None:
+            return None
+        if local.state.template_name != body.template:
+            return None
+        backend = local.state  # the edge's own truth: ready here, whatever the replica says yet
+    settings = app[app_keys.SETTINGS]
+    return connect_answer(
+        replica,
+        backend,
+        BackendStatus.READY,
+        user=body.user,
+        spawned=False,
+        reason="existing",
+        control_url=settings.control_url,
+        fallback_edge_url=settings.effective_public_url(settings.port),
+    )

@@ -15,14 +15,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from edge.access import backend_for, verify_connection_token
+from edge.access import verify_connection_token
 from edge.activity import Activity
 from edge.drone import Drone
 from edge.forwarding import (
@@ -35,8 +35,9 @@ from edge.forwarding import (
     origin_form,
 )
 from edge.replica import Replica
+from edge.supersede import CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON, redirect_if_superseded
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
-from sync.models import Change, ChangeKind
+from sync.models import Change, ChangeKind, TerminationReason
 from sync.state import BackendState
 from sync.tokens import ConnectionClaims
 
@@ -148,6 +149,8 @@ class Proxy:
         self.served_full = 0  # proxied requests served by this (aiohttp) path
         self._replica_changed = asyncio.Event()
         self._verified: dict[str, ConnectionClaims] = {}
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._closing: set[asyncio.Future[Any]] = set()
 
     # ---- routing --------------------------------------------------------------------------------
 
@@ -199,6 +202,16 @@ class Proxy:
         finally:
             self.activity.end(target.backend_id)
 
+    def on_backend_stopping(self, backend_id: str, reason: TerminationReason) -> None:
+        """Drone stop listener: a superseded backend's WebSockets close with 4000 `superseded`
+        before its process goes (the client knows to reconnect through connect)."""
+        if reason is not TerminationReason.SUPERSEDED:
+            return
+        for ws in list(self._sockets.get(backend_id, ())):
+            task = asyncio.ensure_future(ws.close(code=CLOSE_SUPERSEDED, message=CLOSE_SUPERSEDED_REASON.encode()))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: wake requests waiting for a backend the replica did not know yet, and
         forget verified tokens when keys or revocations change."""
@@ -224,7 +237,7 @@ class Proxy:
         if time.time() - claims.issued_at > FRESH_TOKEN_S:
             return
         deadline = time.monotonic() + self.ready_wait_s
-        while self.replica.backend(claims.backend_id) is None and time.monotonic() < deadline:
+        while self.drone.known_backend(claims.backend_id) is None and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline - time.monotonic()):
                     await self._replica_changed.wait()
@@ -243,9 +256,13 @@ class Proxy:
         claims = self.verify(incoming.token)
         if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
             raise Unauthorized("connection token is for another backend")
-        if self.replica.backend(claims.backend_id) is None:
+        if self.drone.known_backend(claims.backend_id) is None:
             await self._known_backend(claims)
-        backend = backend_for(self.replica, claims)
+        backend = self.drone.known_backend(claims.backend_id)
+        if backend is None or backend.is_terminated:
+            if backend is not None:
+                redirect_if_superseded(self.replica, backend, claims.user, incoming.rest)
+            raise BackendGone(f"backend {claims.backend_id} is gone")
         if backend.node_id != self.node_id:
             return self._remote_target(headers, backend)
         local = await self.drone.wait_settled(backend.id, self.ready_wait_s)
@@ -359,9 +376,14 @@ class Proxy:
             protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
         )
         await client.prepare(request)
+        sockets = self._sockets.setdefault(target.backend_id, set())
+        sockets.add(client)
         try:
             await _pump_both(client, upstream, lambda: self.activity.touch(target.backend_id))
         finally:
+            sockets.discard(client)
+            if not sockets:
+                self._sockets.pop(target.backend_id, None)
             await upstream.close()
             await client.close(code=CLOSE_BACKEND_GONE, message=b"backend closed the connection")
         return client

@@ -91,6 +91,7 @@ class SyncLoop:
         """Times a gap, an epoch change or a 410 sent the loop back to a snapshot."""
         self.failures = 0
         """Failed attempts (each followed by a backoff)."""
+        self._nudged = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +107,10 @@ class SyncLoop:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def nudge(self) -> None:
+        """Cut the current backoff short: something else (a heartbeat) just reached the control plane."""
+        self._nudged.set()
 
     async def wait_applied(self, version: int) -> None:
         """Return once the replica holds `version` or later."""
@@ -199,4 +204,7 @@ class SyncLoop:
         log.warning("sync: %s; retrying in %.2fs", self.last_error, delay)
         async with self._changed:
             self._changed.notify_all()
-        await asyncio.sleep(delay)
+        self._nudged.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._nudged.wait()

@@ -66,6 +66,8 @@ class NodeState(State):
     region: str
     address: str
     capacity: int
+    ordinal: int | None = None
+    """Unique per node: the low bits of its provisional fencing tokens (sync/offline.py)."""
 
     @property
     def object_id(self) -> str:

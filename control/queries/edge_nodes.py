@@ -8,7 +8,7 @@ from asyncpg.cursor import CursorFactory
 from control.db import Conn, one
 from sync.state import LIVE_STATUS_VALUES
 
-_COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at, draining"
+_COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at, draining, ordinal"
 LIVE_STATUSES = LIVE_STATUS_VALUES
 
 
@@ -97,4 +97,4 @@ async def drain_status(conn: Conn, node_id: str) -> asyncpg.Record | None:
 
 def snapshot(conn: Conn) -> CursorFactory:
     """Every node's replicated fields (liveness columns are not replicated), for the sync snapshot."""
-    return conn.cursor("SELECT id, region, address, capacity FROM edge_nodes")
+    return conn.cursor("SELECT id, region, address, capacity, ordinal FROM edge_nodes")

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Path
 
 from control.db import translate_db_errors
 from control.http.deps import AdminCaller, EdgeCaller, ObserverCaller, State
-from control.services import drain, nodes
+from control.services import drain, journal_replay, nodes
 from sync.models import NODE_ID_PATTERN, DrainRequest, HeartbeatIn, HeartbeatOut, NodeDrainView
+from sync.offline import ReplayIn, ReplayOut
 
 router = APIRouter(prefix="/v1/nodes")
 
@@ -32,3 +33,10 @@ async def drain_node(
 async def drain_status(node_id: NodeId, state: State, caller: ObserverCaller) -> NodeDrainView:
     async with translate_db_errors():
         return await drain.drain_status(state.pool, node_id)
+
+
+@router.post("/{node_id}/journal", response_model=ReplayOut)
+async def replay_journal(node_id: NodeId, body: ReplayIn, state: State, caller: EdgeCaller) -> ReplayOut:
+    """Reconciliation: the node's journal of what it did while the control plane was unreachable."""
+    async with translate_db_errors():
+        return await journal_replay.replay(state.pool, node_id, body)

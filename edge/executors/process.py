@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sync.models import TemplateSpec, TerminationReason
 
@@ -52,6 +53,8 @@ class _Process(BackendRecord):
     proc: asyncio.subprocess.Process | None = None
     wait_task: asyncio.Future[int] | None = None
     port: int | None = None
+    adopted_pid: int | None = None
+    """The process group leader of a backend adopted after an edge restart (not our child)."""
 
 
 class _Retry(Exception):
@@ -106,7 +109,32 @@ class ProcessExecutor(BaseExecutor[_Process]):
 
     def pid(self, backend_id: str) -> int | None:
         b = self._live.get(backend_id)
-        return None if b is None or b.proc is None or b.ended.is_set() else b.proc.pid
+        if b is None or b.ended.is_set():
+            return None
+        return b.proc.pid if b.proc is not None else b.adopted_pid
+
+    # ---- adoption (an edge restarted after a crash takes over the processes it was running) ---
+
+    async def adopt(self, req: SpawnRequest) -> str | None:
+        """Take over the still-running process of a backend an earlier edge process started: found
+        by its environment (MERIDIAN_BACKEND_ID), so a recycled pid is never mistaken for it; watched
+        through a pidfd. Its address, or None when no such process lives (nothing is started)."""
+        if self._closed or req.backend_id in self._live:
+            return None
+        found = await asyncio.to_thread(find_backend_process, req.backend_id)
+        if found is None:
+            return None
+        pid, port = found
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            return None
+        b = self._new_record(req)
+        b.adopted_pid, b.port = pid, port
+        b.wait_task = _exit_of(pidfd)
+        self._live[req.backend_id] = b
+        self._mark_ready(b, self._watch)
+        return f"{self._host}:{port}"
 
     def log_path(self, backend_id: str) -> Path | None:
         b = self._record(backend_id)
@@ -197,8 +225,9 @@ class ProcessExecutor(BaseExecutor[_Process]):
     async def _watch(self, b: _Process) -> None:
         assert b.wait_task is not None
         code = await b.wait_task
-        if b.proc is not None:
-            _kill_group(b.proc.pid)
+        leader = b.proc.pid if b.proc is not None else b.adopted_pid
+        if leader is not None:
+            _kill_group(leader)
         await self._report(b, code)
 
     async def _abort(self, b: _Process) -> None:
@@ -232,7 +261,12 @@ class ProcessExecutor(BaseExecutor[_Process]):
 
     def _signal(self, b: _Process, sig: signal.Signals) -> None:
         proc = b.proc
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            if b.adopted_pid is not None and not b.ended.is_set():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(b.adopted_pid, sig)
+            return
+        if proc.returncode is not None:
             return
         try:
             os.killpg(proc.pid, sig)
@@ -267,3 +301,38 @@ def _log_mentions_port_clash(path: Path, offset: int) -> bool:
             return _PORT_CLASH.search(f.read()) is not None
     except OSError:
         return False
+
+
+def find_backend_process(backend_id: str) -> tuple[int, int] | None:
+    """(pid, port) of the live process group leader whose environment names `backend_id` (Linux /proc)."""
+    wanted = f"MERIDIAN_BACKEND_ID={backend_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            pid = int(entry.name)
+            if wanted not in environ or os.getpgid(pid) != pid:
+                continue
+        except (OSError, ValueError):
+            continue
+        port = next((v[5:] for v in environ if v.startswith(b"PORT=")), b"")
+        if port.isdigit():
+            return pid, int(port)
+    return None
+
+
+def _exit_of(pidfd: int) -> asyncio.Future[int]:
+    """A future set (to None: the exit status of a process that is not our child is not ours to
+    read) once the process behind `pidfd` has exited."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def exited() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, exited)
+    return done

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from control.app import create_app
-from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, ensure_database
+from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, Supervisor, ensure_database
 from control.settings import ControlSettings
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,14 @@ class _Server(uvicorn.Server):
 def serve(settings: ControlSettings) -> None:
     """Blocking. Stops the embedded PostgreSQL it started when the server exits."""
     embedded: EmbeddedPostgres | None = None
+    supervisor: Supervisor | None = None
     url = settings.effective_database_url()
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir)
         admin_url = embedded.start()
         url = asyncio.run(ensure_database(admin_url, DATABASE_NAME))
         log.info("embedded PostgreSQL running in %s", embedded.pgdata)
+        supervisor = embedded.supervise()
     try:
         app = create_app(settings, url)
         config = uvicorn.Config(
@@ -54,5 +56,7 @@ def serve(settings: ControlSettings) -> None:
         )
         _Server(config).run()
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if embedded is not None:
             embedded.stop()

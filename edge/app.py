@@ -86,6 +86,7 @@ async def send_heartbeat(app: web.Application) -> None:
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
         backends=app[keys.DRONE].reports(),
+        unhealthy_reason=app[keys.REPLICA].problem,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)

@@ -28,6 +28,7 @@ from edge.activity import Activity
 from edge.drone import Drone
 from edge.forwarding import ForwardingPolicy
 from edge.proxy import Incoming, Proxy, Target
+from edge.supersede import SupersededRedirect
 from edge.websocket_frames import FrameBoundary, close_frame
 from sync.errors import MeridianError
 from sync.models import BackendStatus
@@ -147,6 +148,16 @@ class FastPath:
             pool.append(up)
         else:
             up.close()
+
+    def end_websockets_of(self, backend_id: str, code: int, reason: str) -> int:
+        """End the spliced WebSockets of one backend with a close frame (e.g. 4000 `superseded`)."""
+        ended = 0
+        for client in list(self.clients):
+            ex = client.exchange
+            if client.spliced and ex is not None and ex.backend_id == backend_id:
+                client.end_websocket(code, reason)
+                ended += 1
+        return ended
 
     def close(self) -> None:
         for client in list(self.clients):
@@ -493,6 +504,12 @@ class ClientProtocol(asyncio.Protocol):
         except MeridianError as exc:
             if self.exchange is ex:
                 self._answer(exc.status, json.dumps(exc.to_body()).encode(), exc.retry_after_s)
+                self.exchange = None
+                self._close()
+            return
+        except SupersededRedirect as redirect:
+            if self.exchange is ex and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(redirect.raw())
                 self.exchange = None
                 self._close()
             return

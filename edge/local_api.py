@@ -16,7 +16,10 @@ from sync.models import BackendStatus, ConnectRequest, Scope
 MAX_API_BODY = 1 << 20
 
 
-async def healthz(_: web.Request) -> web.Response:
+async def healthz(request: web.Request) -> web.Response:
+    problem = request.app[app_keys.REPLICA].problem
+    if problem is not None:  # placement must stop sending this edge backends
+        return web.json_response({"status": "unhealthy", "reason": problem}, status=503)
     return web.json_response({"status": "ok"})
 
 

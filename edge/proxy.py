@@ -35,7 +35,7 @@ from edge.forwarding import (
     origin_form,
 )
 from edge.replica import Replica
-from edge.supersede import CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON, redirect_if_superseded
+from edge.supersede import CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON, SupersededRedirect, redirect_if_superseded
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
 from sync.models import Change, ChangeKind, TerminationReason
 from sync.state import BackendState
@@ -59,6 +59,8 @@ SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 class FastPathStats(Protocol):
     def fast_path_share(self) -> float | None: ...
+
+    def end_websockets_of(self, backend_id: str, code: int, reason: str) -> int: ...
 
 
 def proxy_client_session() -> aiohttp.ClientSession:
@@ -192,7 +194,10 @@ class Proxy:
         incoming = self.incoming(
             request.raw_path, h.get("Host", ""), h.get("Cookie"), h.get("Authorization"), request.remote or ""
         )
-        target = await self.resolve(incoming, list(h.items()))
+        try:
+            target = await self.resolve(incoming, list(h.items()))
+        except SupersededRedirect as redirect:
+            return redirect.response()
         self.served_full += 1
         self.activity.begin(target.backend_id)
         try:
@@ -207,6 +212,8 @@ class Proxy:
         before its process goes (the client knows to reconnect through connect)."""
         if reason is not TerminationReason.SUPERSEDED:
             return
+        if self.fast_path is not None:
+            self.fast_path.end_websockets_of(backend_id, CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON)
         for ws in list(self._sockets.get(backend_id, ())):
             task = asyncio.ensure_future(ws.close(code=CLOSE_SUPERSEDED, message=CLOSE_SUPERSEDED_REASON.encode()))
             self._closing.add(task)

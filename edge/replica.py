@@ -218,6 +218,8 @@ class Replica:
         self._closed = False
         self.rebuilt = False
         """True when open() found the directory corrupt and started empty."""
+        self.problem: str | None = None
+        """Why the last disk operation failed (the edge reports itself unhealthy meanwhile); None when fine."""
 
     @classmethod
     def open(cls, directory: str | Path) -> Replica:
@@ -253,7 +255,13 @@ class Replica:
             self._executor.shutdown(wait=True)
 
     async def _on_disk(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        except Exception as exc:
+            self.problem = f"the replica store failed: {type(exc).__name__}: {exc}"[:400]
+            raise
+        self.problem = None
+        return result
 
     # ---- the ReplicaSink side (sync/loop.py) --------------------------------------------------
 

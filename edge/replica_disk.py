@@ -168,8 +168,8 @@ class ReplicaDisk:
             (self.root / MARKER).unlink()
         for _, path in self._generations():
             shutil.rmtree(path, ignore_errors=True)
-        for stray in self.root.glob(MARKER + ".*"):
-            stray.unlink(missing_ok=True)
+        for stray in [*self.root.glob(MARKER + ".*"), *self.root.glob("gen-*")]:
+            _remove(stray)
 
     def _generations(self) -> list[tuple[int, Path]]:
         found = []
@@ -197,7 +197,7 @@ class ReplicaDisk:
     def begin(self) -> Generation:
         number = max([self._number, *(n for n, _ in self._generations())]) + 1
         path = self.root / f"gen-{number:06d}"
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
         return Generation(number, path)
 
     def publish(self, gen: Generation, version: int, epoch: str) -> None:
@@ -227,6 +227,15 @@ class ReplicaDisk:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _remove(path: Path) -> None:
+    """Whatever is at `path` (a directory tree, or a file where a generation should be) is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _fsync_dir(path: Path) -> None:

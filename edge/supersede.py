@@ -8,6 +8,8 @@ WebSockets are closed with CLOSE_SUPERSEDED and reason `superseded`.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from edge.offline_connect import fresh_token
@@ -33,8 +35,29 @@ def winner_url(replica: Replica, loser: BackendState, user: str | None, rest: st
     return f"{region.edge_url.rstrip('/')}/{token}{path}"
 
 
+_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+class SupersededRedirect(Exception):
+    """The request's backend was superseded: send the client to `location` (the winner)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+    def response(self) -> web.Response:
+        return web.Response(status=307, headers={"Location": self.location, "Cache-Control": "no-store"})
+
+    def raw(self) -> bytes:
+        """The same answer as HTTP/1.1 bytes (for the raw-transport fast path)."""
+        return (
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %b\r\nCache-Control: no-store\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n" % self.location.encode("ascii")
+        )
+
+
 def redirect_if_superseded(replica: Replica, backend: BackendState, user: str | None, rest: str) -> None:
-    """Raise the 307 to the winner when `backend` was superseded and the winner is known."""
+    """Raise SupersededRedirect to the winner when `backend` was superseded and the winner is known."""
     location = winner_url(replica, backend, user, rest)
-    if location is not None:
-        raise web.HTTPTemporaryRedirect(location, headers={"Cache-Control": "no-store"})
+    if location is not None and not _UNSAFE.search(location):  # nothing a client sent reaches a header raw
+        raise SupersededRedirect(location)

@@ -255,6 +255,9 @@ class HeartbeatIn(Strict):
     applied_version: int = Field(ge=0)
     edge_url: Url | None = None
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
+    unhealthy_reason: str | None = Field(
+        default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
+    )
 
 
 NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"

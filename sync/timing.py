@@ -53,3 +53,13 @@ FLEET_EVENTS_CHECK_S: float = 1.0
 
 FLEET_EVENTS_KEEPALIVE_S: float = 15.0
 """The fleet stream sends a comment line after this much silence, so proxies keep it open."""
+
+RECONCILE_WITHIN_S: float = 5.0
+"""Promise: once the control plane answers again, every edge's journal is reconciled within this
+(an edge notices through its next heartbeat, then replays)."""
+
+EMBEDDED_DB_RESTART_MAX_S: float = 5.0
+"""Longest pause between attempts to restart a dead embedded PostgreSQL (bounded backoff)."""
+
+EMBEDDED_DB_RECOVERY_S: float = 10.0
+"""Promise: the control plane serves again this soon after its embedded PostgreSQL died."""

@@ -17,16 +17,22 @@ async def get(conn: Conn, node_id: str) -> asyncpg.Record | None:
 
 
 async def upsert(
-    conn: Conn, node_id: str, region: str, address: str, capacity: int, applied_version: int
+    conn: Conn,
+    node_id: str,
+    region: str,
+    address: str,
+    capacity: int,
+    applied_version: int,
+    unhealthy_reason: str | None = None,
 ) -> asyncpg.Record:
     return await one(
         conn,
         f"""
-        INSERT INTO edge_nodes (id, region, address, capacity, applied_version)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, unhealthy_reason)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
-            last_heartbeat_at = now()
+            unhealthy_reason = EXCLUDED.unhealthy_reason, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -34,6 +40,7 @@ async def upsert(
         address,
         capacity,
         applied_version,
+        unhealthy_reason,
     )
 
 
@@ -42,7 +49,7 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     return await conn.fetch(
         """
         SELECT id, region, address, capacity, applied_version, last_heartbeat_at, draining,
-               last_heartbeat_at > now() - make_interval(secs => $1) AS healthy,
+               last_heartbeat_at > now() - make_interval(secs => $1) AND unhealthy_reason IS NULL AS healthy,
                live_backends AS live
         FROM edge_nodes ORDER BY region, id
         """,
@@ -60,7 +67,7 @@ async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity AND NOT draining
+          AND live_backends < capacity AND NOT draining AND unhealthy_reason IS NULL
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,

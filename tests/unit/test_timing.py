@@ -25,3 +25,13 @@ def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_t
     assert timing.FLEET_EVENTS_CHECK_S >= 1.0
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
     assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S
+
+
+def test_reconciliation_and_database_recovery_fit_their_promises() -> None:
+    # An edge learns the control plane is back from a heartbeat, and must still replay in time.
+    assert timing.HEARTBEAT_INTERVAL_S * 2 <= timing.RECONCILE_WITHIN_S < timing.NODE_LOST_AFTER_S
+    # A returning control plane reconciles journals long before keys of silent edges fail over.
+    assert timing.RECONCILE_WITHIN_S < timing.KEY_FAILOVER_AFTER_S
+    # One restart pause, plus PostgreSQL's own crash recovery, fits within the promised recovery.
+    assert timing.EMBEDDED_DB_RESTART_MAX_S * 2 <= timing.EMBEDDED_DB_RECOVERY_S
+    assert timing.DB_RETRY_AFTER_S <= timing.EMBEDDED_DB_RESTART_MAX_S

@@ -1,0 +1,81 @@
+"""Faults injected into a dev cluster by killing its real processes (tests and bench/outage.py):
+SIGKILL a component and start it again with the same command line, and count the backend
+processes of a key by their environment (processes, not rows)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from meridian import processes
+from meridian.dev import DevCluster, DevError
+
+
+def _index(cluster: DevCluster, name: str) -> int:
+    for i, (proc_name, _) in enumerate(cluster.procs):
+        if proc_name == name:
+            return i
+    raise DevError(f"no process named {name!r} in the cluster")
+
+
+def kill(cluster: DevCluster, name: str) -> None:
+    """SIGKILL one component (only its main process: a control plane's PostgreSQL, an edge's
+    backends live on, as they would after a crash)."""
+    proc = cluster.procs[_index(cluster, name)][1]
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def restart(cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 60) -> float:
+    """Start the (killed) component again with its command line; seconds until `ready_url` answers 200."""
+    i = _index(cluster, name)
+    old = cluster.procs[i][1]
+    if old.poll() is None:
+        raise DevError(f"{name} is still running")
+    log = cluster.data_dir / "logs" / (("control" if name == "control plane" else name.replace(" ", "-")) + ".log")
+    started = time.monotonic()
+    proc = processes.start([str(a) for a in old.args], log, processes.clean_env())  # type: ignore[union-attr]
+    cluster.procs[i] = (name, proc)
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevError(f"{name} exited with code {proc.returncode} after a restart")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise DevError(f"{name} did not answer at {ready_url} within {timeout_s:.0f}s of a restart")
+
+
+def backend_processes(key: str) -> list[int]:
+    """Pids of the backend processes (group leaders) serving `key`, found by MERIDIAN_KEY."""
+    wanted = f"MERIDIAN_KEY={key}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            pid = int(entry.name)
+            if wanted in environ and b"MERIDIAN_BACKEND_ID=" in b"\0".join(environ) and os.getpgid(pid) == pid:
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def kill_backends(keys: list[str]) -> None:
+    """SIGKILL every backend process group of these keys (cleanup after a test left orphans)."""
+    for key in keys:
+        for pid in backend_processes(key):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api
+from edge import keys, local_api, status_stream
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.cors import cors_middleware
@@ -196,6 +196,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
+    app.router.add_get("/v1/status/{token}", status_stream.status_stream)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
 
 ADMIN = "e2e-admin-token-0123456789"
 REGIONS = ["eu-west", "us-east", "ap-northeast"]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control.db import translate_db_errors
 from control.http.deps import EdgeCaller, State
 from control.services import nodes
 from sync.models import HeartbeatIn, HeartbeatOut
@@ -12,5 +11,4 @@ router = APIRouter(prefix="/v1/nodes")
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(body: HeartbeatIn, state: State, caller: EdgeCaller) -> HeartbeatOut:
-    async with translate_db_errors():
-        return await nodes.heartbeat(state.pool, body)
+    return await nodes.heartbeat(state.pool, body)

@@ -20,6 +20,7 @@ from sync.models import (
     StatusReport,
     TerminateRequest,
 )
+from sync.validation import INT63_MAX
 
 router = APIRouter(prefix="/v1/backends")
 
@@ -80,7 +81,9 @@ async def events(
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError as exc:
-        raise BadRequest("Last-Event-ID must be an integer") from exc
+        raise BadRequest("Last-Event-ID must be an integer", fields={"Last-Event-ID": "not an integer"}) from exc
+    if not 0 <= after <= INT63_MAX:
+        raise BadRequest("Last-Event-ID is out of range", fields={"Last-Event-ID": "must be 0 to 2**63-1"})
     await backends.get_backend(state.pool, backend_id, caller)
 
     async def stream() -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ from control.http.deps import EdgeCaller, State
 from control.services.snapshot import SnapshotStream
 from control.services.sync import MAX_WAIT_S, Page
 from control.services.sync_runtime import SyncRuntime
+from sync.validation import INT63_MAX
 
 router = APIRouter(prefix="/v1/sync")
 
@@ -29,7 +30,7 @@ async def changes(
     request: Request,
     state: State,
     caller: EdgeCaller,
-    since: Annotated[int, Query(ge=0, description="The caller's applied version.")],
+    since: Annotated[int, Query(ge=0, le=INT63_MAX, description="The caller's applied version.")],
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to wait for a change.")] = 0.0,
 ) -> Response:
     """Changes after `since`, whole versions only; waits up to `wait` seconds when there are none.

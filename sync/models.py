@@ -50,6 +50,7 @@ class Scope(StrEnum):
     ADMIN = "admin"
     CLIENT = "client"
     EDGE = "edge"
+    OBSERVER = "observer"  # read-only: regions, nodes, backends, templates, placement preview
 
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -155,6 +156,18 @@ class PlacementView(Wire):
     ranking: list[dict[str, Any]] | None = None
 
 
+class PlacementPreviewRequest(Strict):
+    """Where would `connect` place a new backend for a user here? Nothing is spawned."""
+
+    location: Location | None = None
+    client_ip: str | None = Field(default=None, max_length=64)
+    template: Name | None = None
+
+
+class PlacementPreview(PlacementView):
+    origin: Location | None = None  # the point distances were measured from, when there is one
+
+
 class ConnectResponse(Wire):
     backend_id: str
     key: str | None
@@ -236,7 +249,7 @@ class HeartbeatOut(Wire):
 
 class TokenIn(Strict):
     name: Annotated[Text, Field(min_length=1, max_length=128)]
-    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
 
 
 class TokenView(Wire):

@@ -41,3 +41,5 @@ AdminCaller = Annotated[Caller, requires()]
 ClientCaller = Annotated[Caller, requires(Scope.CLIENT)]
 EdgeCaller = Annotated[Caller, requires(Scope.EDGE)]
 ReaderCaller = Annotated[Caller, requires(Scope.CLIENT, Scope.EDGE)]
+# Read-only routes: an observer may look at everything a client or an edge may read.
+ObserverCaller = Annotated[Caller, requires(Scope.CLIENT, Scope.EDGE, Scope.OBSERVER)]

@@ -14,13 +14,12 @@ from sync.errors import BadRequest
 from sync.models import (
     BackendStatus,
     BackendView,
-    Key,
     Name,
     RevokeRequest,
     StatusReport,
     TerminateRequest,
 )
-from sync.validation import INT63_MAX
+from sync.validation import INT63_MAX, Key
 
 router = APIRouter(prefix="/v1/backends")
 

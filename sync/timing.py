@@ -37,3 +37,9 @@ DB_RETRY_AFTER_S: float = 2.0
 
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
+
+FLEET_EVENTS_CHECK_S: float = 1.0
+"""How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
+
+FLEET_EVENTS_KEEPALIVE_S: float = 15.0
+"""The fleet stream sends a comment line after this much silence, so proxies keep it open."""

@@ -57,9 +57,10 @@ class FleetViewCache:
 
 def _candidate(region: asyncpg.Record, nodes: list[asyncpg.Record]) -> RegionCandidate:
     healthy = [n for n in nodes if n["healthy"]]
+    taking = [n for n in healthy if not n["draining"]]  # a draining node takes no new backend
     live = sum(n["live"] for n in nodes)
-    capacity = sum(n["capacity"] for n in healthy)
-    free = sum(max(n["capacity"] - n["live"], 0) for n in healthy)
+    capacity = sum(n["capacity"] for n in taking)
+    free = sum(max(n["capacity"] - n["live"], 0) for n in taking)
     if region["capacity"] is not None:
         free = min(free, region["capacity"] - live)
         capacity = min(capacity, region["capacity"])
@@ -70,6 +71,7 @@ def _candidate(region: asyncpg.Record, nodes: list[asyncpg.Record]) -> RegionCan
         healthy=bool(healthy),
         free_capacity=free,
         load=live / capacity if capacity > 0 else 1.0,
+        draining=bool(healthy) and not taking,
     )
 
 

@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api
+from edge import keys, local_api, status_stream
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
-from edge.fastpath import ClientProtocol, FastPath
+from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
@@ -197,6 +197,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
+    app.router.add_get("/v1/status/{token}", status_stream.status_stream)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -210,14 +211,20 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
         drone=app[keys.DRONE],
         activity=app[keys.ACTIVITY],
-        max_body_bytes=settings.max_body_bytes,
+        limits=Limits(
+            max_body_bytes=settings.max_body_bytes,
+            head_timeout_s=settings.head_timeout_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+            max_connections=settings.max_client_connections,
+        ),
     )
+    app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
     try:

@@ -38,6 +38,12 @@ DB_RETRY_AFTER_S: float = 2.0
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
 
+REQUEST_HEAD_TIMEOUT_S: float = 10.0
+"""An edge closes a client connection whose request head is not complete this long after it began."""
+
+KEEPALIVE_IDLE_S: float = 75.0
+"""An edge closes a kept-alive client connection idle this long between requests."""
+
 DRAIN_IDLE_AFTER_S: float = 10.0
 """On a draining node, a backend with no open connection this long is stopped (sooner than its
 template's idle timeout when that is longer): draining empties a node as fast as its users allow."""

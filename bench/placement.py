@@ -1,6 +1,6 @@
 """Benchmark of geo-aware placement (control/placement), in-process, one core. Prints JSON.
 
-    /work/venv/bin/python bench/placement.py [--iterations 200000] [--runs 3] [--mmdb PATH]
+    .venv/bin/python bench/placement.py [--iterations 200000] [--runs 3] [--mmdb PATH]
 
 Measures, per operation, the best of `--runs` runs of `--iterations` operations each:
   geoip_lookup              GeoLocator.locate(ip) alone (validation + special-range check + mmdb lookup)
@@ -39,7 +39,7 @@ from control.placement import (  # noqa: E402
 )
 from sync.catalog import KNOWN_REGIONS  # noqa: E402
 
-DEFAULT_MMDB = REPO.parent / "shared" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+DEFAULT_MMDB = REPO / "tests" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 TEST_IPS = ("81.2.69.142", "216.160.83.56", "175.16.199.0", "2001:218::1", "2.125.160.216", "89.160.20.112")
 
 

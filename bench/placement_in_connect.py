@@ -24,7 +24,7 @@ from bench.common import ADMIN_TOKEN, control_plane, free_port
 from sync.catalog import KNOWN_REGIONS
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-GEOIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+GEOIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 LONDON = "81.2.69.142"
 
 

@@ -1,6 +1,6 @@
 """Sync benchmark: propagation to 20 edge replicas, a 100,000-backend snapshot, change-reply size.
 
-    /work/venv/bin/python bench/sync_propagation.py [--edges 20] [--writes 200] [--backends 100000]
+    .venv/bin/python bench/sync_propagation.py [--edges 20] [--writes 200] [--backends 100000]
 
 Runs `meridian control serve` (embedded PostgreSQL in a temp dir) and `--edges` replica processes
 (`python -m edge.replica_runner`, each its own sync loop and diskcache directory) on loopback.

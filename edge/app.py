@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +23,8 @@ from edge.control_client import ControlClient
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
 from edge.fastpath import ClientProtocol, FastPath
-from edge.proxy import Proxy
+from edge.forwarding import ForwardingPolicy
+from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
 from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
@@ -66,9 +68,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def subdomain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     proxy = request.app[keys.PROXY]
-    backend_id = proxy.subdomain_backend(request)
-    if backend_id is not None:
-        return await proxy.handle_subdomain(request, backend_id)
+    if proxy.subdomain_backend(request) is not None:
+        return await proxy.handle(request)
     return await handler(request)
 
 
@@ -113,6 +114,7 @@ def _owned_task(factory: Callable[[web.Application], Coroutine[Any, Any, None]],
 async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
+    proxy_session = proxy_client_session()
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
     try:
         app[keys.SESSION] = session
@@ -143,12 +145,16 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             replica=replica,
             drone=drone,
             activity=activity,
-            session=session,
+            session=proxy_session,
             node_id=app[keys.NODE_ID],
             region=settings.region,
             max_body_bytes=settings.max_body_bytes,
             ready_wait_s=settings.ready_wait_s,
             edge_domain=settings.edge_domain,
+            policy=ForwardingPolicy(
+                trusted_proxies=settings.trusted_proxies,
+                default_host=urlsplit(settings.effective_public_url(settings.port)).netloc,
+            ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
         tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
@@ -160,6 +166,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             async with asyncio.timeout(SHUTDOWN_REPORT_S):
                 await send_heartbeat(app)
     finally:
+        await proxy_session.close()
         await session.close()
         await asyncio.to_thread(replica.close)
         if TELEMETRY in app:
@@ -189,7 +196,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
-        return await request.app[keys.PROXY].handle_path(request)
+        return await request.app[keys.PROXY].handle(request)
 
     # Any other first path segment is taken as a connection token (and refused with 401 if it is not one).
     app.router.add_route("*", "/{token}", path_proxy)

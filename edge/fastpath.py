@@ -23,18 +23,13 @@ import httptools
 
 from edge.activity import Activity
 from edge.drone import Drone
-from edge.proxy import HOP_BY_HOP, Proxy
+from edge.forwarding import ForwardingPolicy
+from edge.proxy import Incoming, Proxy, Target
+from sync.errors import MeridianError
 from sync.models import BackendStatus
 
 log = logging.getLogger(__name__)
 
-# Hop-by-hop headers of a request (framing headers are rebuilt, so they go too).
-_REQUEST_DROP = frozenset(h.encode() for h in HOP_BY_HOP)
-# Of a response: the body is forwarded as framed, so Content-Length and Transfer-Encoding stay.
-_RESPONSE_DROP = frozenset(
-    h.encode()
-    for h in ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade")
-)
 _MAX_HEAD = 64 * 1024
 _IDLE_UPSTREAMS_KEPT = 64
 _HIGH_WATER = 256 * 1024
@@ -72,11 +67,13 @@ class FastPath:
         self.hand_over: Callable[[], asyncio.Protocol] | None = None
         self.clients: set[ClientProtocol] = set()
 
-    def route(self, token: str) -> tuple[str, str, str, str | None] | None:
-        """(backend id, host:port, secret, user) when the fast path can serve the token, else None."""
+    def route(self, incoming: Incoming) -> Target | None:
+        """The target when the fast path can serve the request at once (a ready local backend), else None."""
         try:
-            claims = self.proxy.verify(token)
-        except Exception:  # let the full path answer it
+            claims = self.proxy.verify(incoming.token)
+        except MeridianError:  # let the full path answer it
+            return None
+        if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
             return None
         local = self.drone.local.get(claims.backend_id)
         if local is None or local.status is not BackendStatus.READY or local.address is None:
@@ -84,7 +81,12 @@ class FastPath:
         backend = self.proxy.replica.backend(claims.backend_id)
         if backend is None or backend["status"] == "terminated":
             return None
-        return claims.backend_id, local.address, backend["secret"], claims.user
+        return Target(
+            claims.backend_id,
+            local.address,
+            self.proxy.backend_route(backend, claims),
+            backend["secret"],
+        )
 
     def take_upstream(self, address: str) -> _Upstream | None:
         pool = self.idle.get(address)
@@ -206,17 +208,14 @@ class _Upstream(asyncio.Protocol):
 
 
 def _rewrite_response_head(head: bytes) -> bytes:
+    """The response head as the forwarding policy passes it to the client."""
     lines = head[:-4].split(b"\r\n")
-    connection_named = set()
+    pairs = []
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"connection":
-            connection_named |= {v.strip().lower() for v in value.split(b",")}
+        pairs.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
     kept = [lines[0]]
-    for line in lines[1:]:
-        name = line.partition(b":")[0].strip().lower()
-        if name not in _RESPONSE_DROP and name not in connection_named:
-            kept.append(line)
+    kept += [n.encode("latin-1") + b": " + v.encode("latin-1") for n, v in ForwardingPolicy.to_client(pairs)]
     return b"\r\n".join(kept) + b"\r\n\r\n"
 
 
@@ -350,47 +349,50 @@ class ClientProtocol(asyncio.Protocol):
 
     def _start(self) -> _Exchange | None:
         """Begin proxying this request if the fast path can; None hands it over."""
-        url = self.url
-        if not url.startswith(b"/v1."):
-            return None
-        second = url.find(b"/", 1)
-        token = (url[1:second] if second > 0 else url[1:]).decode("latin-1")
-        rest = url[second:] if second > 0 else b"/"
-        host = b""
+        headers = [
+            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in self.headers
+        ]
+        host = cookie = authorization = None
         chunked = False
         length = None
-        for name, value in self.headers:
+        for name, value in headers:
             lower = name.lower()
-            if lower == b"host":
+            if lower == "host":
                 host = value
-            elif lower == b"expect" or lower == b"upgrade":
+            elif lower == "cookie":
+                cookie = value if cookie is None else f"{cookie}; {value}"
+            elif lower == "authorization":
+                authorization = value
+            elif lower == "expect" or lower == "upgrade":
                 return None
-            elif lower == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lower == b"content-length":
+            elif lower == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+            elif lower == "content-length":
                 length = int(value) if value.strip().isdigit() else None
         if length is not None and length > self.fast.max_body_bytes:
             return None
-        if self.fast.proxy.edge_domain is not None and host.decode("latin-1").split(":")[0].lower().endswith(
-            "." + self.fast.proxy.edge_domain
-        ):
+        try:
+            incoming = self.fast.proxy.incoming(
+                self.url.decode("utf-8", "surrogateescape"), host or "", cookie, authorization, self.peer
+            )
+            target = self.fast.route(incoming)
+            if target is None:
+                return None
+            path, upstream_headers = self.fast.proxy.upstream(incoming, target, headers)
+        except MeridianError:  # the full path answers it (with the same error)
             return None
-        route = self.fast.route(token)
-        if route is None:
-            return None
-        backend_id, address, secret, user = route
         method = self.parser.get_method()
         ex = _Exchange(
-            backend_id=backend_id,
+            backend_id=target.backend_id,
             chunked_request=chunked,
             head_only=method == b"HEAD",
             client_keep_alive=self.parser.should_keep_alive(),
         )
         self.exchange = ex
-        self.fast.activity.begin(backend_id)
-        head = self._upstream_head(method, rest, host, chunked, length, backend_id, secret, user)
-        ex.address = address
-        up = self.fast.take_upstream(address)
+        self.fast.activity.begin(target.backend_id)
+        head = _request_head(method, path, upstream_headers, chunked, length)
+        ex.address = target.address
+        up = self.fast.take_upstream(target.address)
         if up is not None:
             if not chunked and not length:
                 ex.retry_head = head
@@ -398,47 +400,8 @@ class ClientProtocol(asyncio.Protocol):
         else:
             ex.pending.append(head)
             self.pause_reading()
-            asyncio.get_running_loop().create_task(self._connect(address))
+            asyncio.get_running_loop().create_task(self._connect(target.address))
         return ex
-
-    def _upstream_head(
-        self,
-        method: bytes,
-        rest: bytes,
-        host: bytes,
-        chunked: bool,
-        length: int | None,
-        backend_id: str,
-        secret: str,
-        user: str | None,
-    ) -> bytes:
-        connection_named = set()
-        for name, value in self.headers:
-            if name.lower() == b"connection":
-                connection_named |= {v.strip().lower() for v in value.split(b",")}
-        out = [b"%b %b HTTP/1.1" % (method, rest), b"Host: " + (host or self.fast.proxy.region.encode())]
-        prior_xff = b""
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower in _REQUEST_DROP or lower in connection_named or lower.startswith(b"x-meridian-"):
-                continue
-            if lower == b"x-forwarded-for":
-                prior_xff = value
-                continue
-            out.append(name + b": " + value)
-        out.append(b"X-Forwarded-For: " + (prior_xff + b", " if prior_xff else b"") + self.peer.encode())
-        out.append(b"X-Forwarded-Host: " + host)
-        out.append(b"X-Forwarded-Proto: http")
-        out.append(b"x-meridian-backend: " + backend_id.encode())
-        out.append(b"x-meridian-region: " + self.fast.proxy.region.encode())
-        out.append(b"x-meridian-secret: " + secret.encode())
-        if user is not None:
-            out.append(b"x-meridian-user: " + user.encode("utf-8", "replace"))
-        if chunked:
-            out.append(b"Transfer-Encoding: chunked")
-        elif length is not None:
-            out.append(b"Content-Length: %d" % length)
-        return b"\r\n".join(out) + b"\r\n\r\n"
 
     async def _connect(self, address: str) -> None:
         host, _, port = address.rpartition(":")
@@ -564,3 +527,15 @@ class ClientProtocol(asyncio.Protocol):
 
 class _HandOver(Exception):
     pass
+
+
+def _request_head(method: bytes, path: str, headers: list[tuple[str, str]], chunked: bool, length: int | None) -> bytes:
+    """Serialises what the forwarding policy decided, framing added."""
+    out = [b"%b %b HTTP/1.1" % (method, path.encode("utf-8", "surrogateescape"))]
+    for name, value in headers:
+        out.append(name.encode("utf-8", "surrogateescape") + b": " + value.encode("utf-8", "surrogateescape"))
+    if chunked:
+        out.append(b"Transfer-Encoding: chunked")
+    elif length is not None:
+        out.append(b"Content-Length: %d" % length)
+    return b"\r\n".join(out) + b"\r\n\r\n"

@@ -11,18 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
+from yarl import URL
 
 from edge.access import backend_for, verify_connection_token
 from edge.activity import Activity
 from edge.drone import Drone
+from edge.forwarding import (
+    TOKEN_COOKIE,
+    BackendRoute,
+    ClientFacts,
+    ForwardingPolicy,
+    facts_from_hop,
+    is_proven_hop,
+    origin_form,
+)
 from edge.replica import Replica
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
 from sync.models import Change, ChangeKind
@@ -30,23 +41,6 @@ from sync.tokens import ConnectionClaims
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Content-Length",
-    )
-)
-HOP_HEADER = "x-meridian-hop"
-TOKEN_COOKIE = "meridian_token"
 VERIFIED_TOKENS_KEPT = 10_000
 SMALL_BODY = 64 * 1024
 """A response with a known length up to this is sent in one write (head and body together)."""
@@ -54,14 +48,70 @@ FRESH_TOKEN_S = 60
 """A token issued this recently may name a backend the replica has not learnt yet."""
 
 
+BACKEND_ID = re.compile(r"^bk-[A-Za-z0-9_-]{1,60}$")
+NO_TOTAL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+"""A streaming response (SSE, a download) may last as long as it likes."""
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+"""aiohttp's client adds these when absent: the policy decides the headers, not the client library."""
+
+
+def proxy_client_session() -> aiohttp.ClientSession:
+    """The client the aiohttp path proxies with: no headers of its own, no decompression, no total timeout."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        auto_decompress=False,
+        skip_auto_headers=SKIP_AUTO_HEADERS,
+        timeout=NO_TOTAL_TIMEOUT,
+    )
+
+
 @dataclass(frozen=True)
 class Target:
+    """Where a request goes: a local backend (route set) or the edge owning it (route None)."""
+
     backend_id: str
-    base_url: str  # http://host:port of the backend, or of the edge owning it
-    secret: str | None  # MERIDIAN_SECRET for a local backend; None when forwarding to another edge
-    user: str | None
-    region: str
-    forward_prefix: str  # path prefix to keep when forwarding to another edge ("/<token>")
+    address: str  # host:port
+    route: BackendRoute | None
+    secret: str
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A client request as routing read it."""
+
+    token: str
+    path: str  # origin form, as the client sent it
+    rest: str  # path after the routing prefix
+    facts: ClientFacts
+    expect_backend: str | None = None
+
+
+def bearer(authorization: str) -> str | None:
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def token_from_headers(cookie: str | None, authorization: str | None) -> str | None:
+    """The connection token of a request routed without it in the path."""
+    if cookie:
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == TOKEN_COOKIE and value:
+                return value
+    return bearer(authorization) if authorization else None
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """(first segment, the rest from its slash on, query included)."""
+    cut = len(path)
+    for sep in ("/", "?"):
+        at = path.find(sep, 1)
+        if at >= 0:
+            cut = min(cut, at)
+    rest = path[cut:]
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return path[1:cut], rest
 
 
 class Proxy:
@@ -77,6 +127,7 @@ class Proxy:
         max_body_bytes: int,
         ready_wait_s: float,
         edge_domain: str | None,
+        policy: ForwardingPolicy,
     ) -> None:
         self.replica = replica
         self.drone = drone
@@ -87,46 +138,59 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.ready_wait_s = ready_wait_s
         self.edge_domain = edge_domain.lower().lstrip(".") if edge_domain else None
+        self.policy = policy
         self._replica_changed = asyncio.Event()
         self._verified: dict[str, ConnectionClaims] = {}
 
     # ---- routing --------------------------------------------------------------------------------
 
-    def subdomain_backend(self, request: web.Request) -> str | None:
+    def subdomain_of(self, host: str) -> str | None:
+        """The backend id a `Host` names under the edge domain, if it does."""
         if self.edge_domain is None:
             return None
-        host = (request.host or "").split(":")[0].lower()
+        name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
         suffix = "." + self.edge_domain
-        if host.endswith(suffix) and host.count(".") == self.edge_domain.count(".") + 1:
-            return host[: -len(suffix)]
+        if name.endswith(suffix) and name.count(".") == self.edge_domain.count(".") + 1:
+            return name[: -len(suffix)]
         return None
 
-    async def handle_path(self, request: web.Request) -> web.StreamResponse:
-        token = request.match_info["token"]
-        rest = request.raw_path[len(token) + 1 :] or "/"
-        return await self._serve(request, token, rest, forward_prefix=f"/{token}")
+    def subdomain_backend(self, request: web.Request) -> str | None:
+        return self.subdomain_of(request.headers.get("Host", ""))
 
-    async def handle_subdomain(self, request: web.Request, backend_id: str) -> web.StreamResponse:
-        token = request.cookies.get(TOKEN_COOKIE)
-        auth = request.headers.get("Authorization", "")
-        if not token and auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-        if not token:
-            raise Unauthorized("connection token required (cookie meridian_token or Authorization)")
-        return await self._serve(request, token, request.raw_path, forward_prefix="", expect_backend=backend_id)
+    def incoming(self, target: str, host: str, cookie: str | None, authorization: str | None, peer: str) -> Incoming:
+        """Routing of one request: which token, and which path the backend is asked for."""
+        path = origin_form(target)
+        facts = ClientFacts(peer=peer)
+        backend_id = self.subdomain_of(host)
+        if backend_id is not None:
+            token = token_from_headers(cookie, authorization)
+            if not token:
+                raise Unauthorized("connection token required (cookie meridian_token or Authorization)")
+            return Incoming(token, path, path, ClientFacts(peer=peer, subdomain=True), backend_id)
+        first, rest = split_path(path)
+        if first.startswith("v1."):
+            return Incoming(first, path, rest, facts)
+        if BACKEND_ID.match(first):
+            token = token_from_headers(cookie, authorization)
+            if not token:
+                raise Unauthorized("connection token required (cookie meridian_token or Authorization)")
+            return Incoming(token, path, rest, facts, first)
+        raise Unauthorized("invalid connection token")
 
-    async def _serve(
-        self, request: web.Request, token: str, rest: str, *, forward_prefix: str, expect_backend: str | None = None
-    ) -> web.StreamResponse:
-        claims = self.verify(token)
-        if expect_backend is not None and claims.backend_id != expect_backend:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        h = request.headers
+        incoming = self.incoming(
+            request.raw_path, h.get("Host", ""), h.get("Cookie"), h.get("Authorization"), request.remote or ""
+        )
+        claims = self.verify(incoming.token)
+        if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
             raise Unauthorized("connection token is for another backend")
-        target = await self._target(request, claims, forward_prefix)
+        target = await self._target(request, claims, incoming)
         self.activity.begin(target.backend_id)
         try:
-            if request.headers.get("Upgrade", "").lower() == "websocket":
-                return await self._websocket(request, target, rest)
-            return await self._http(request, target, rest)
+            if h.get("Upgrade", "").lower() == "websocket":
+                return await self._websocket(request, target, incoming)
+            return await self._http(request, target, incoming)
         finally:
             self.activity.end(target.backend_id)
 
@@ -160,61 +224,48 @@ class Proxy:
                 async with asyncio.timeout(deadline - time.monotonic()):
                     await self._replica_changed.wait()
 
-    async def _target(self, request: web.Request, claims: ConnectionClaims, forward_prefix: str) -> Target:
+    def backend_route(self, backend: dict[str, Any], claims: ConnectionClaims) -> BackendRoute:
+        return BackendRoute(
+            backend_id=backend["id"],
+            region=self.region,
+            secret=backend["secret"],
+            user=claims.user,
+            base_path=f"/{backend['id']}",
+        )
+
+    async def _target(self, request: web.Request, claims: ConnectionClaims, incoming: Incoming) -> Target:
         if self.replica.backend(claims.backend_id) is None:
             await self._known_backend(claims)
         backend = backend_for(self.replica, claims)
         if backend["node_id"] != self.node_id:
-            return self._remote_target(request, backend, claims, forward_prefix)
+            return self._remote_target(request, backend)
         local = await self.drone.wait_settled(backend["id"], self.ready_wait_s)
         if local is None:
             raise BackendNotReady(f"backend {backend['id']} is not ready yet; retry", retry_after_s=1.0)
         if local.address is None or not local.status.is_live:
             raise BackendGone(f"backend {backend['id']} is gone")
-        return Target(backend["id"], f"http://{local.address}", backend["secret"], claims.user, self.region, "")
+        return Target(backend["id"], local.address, self.backend_route(backend, claims), backend["secret"])
 
-    def _remote_target(
-        self, request: web.Request, backend: dict[str, Any], claims: ConnectionClaims, forward_prefix: str
-    ) -> Target:
-        if request.headers.get(HOP_HEADER):
+    def _remote_target(self, request: web.Request, backend: dict[str, Any]) -> Target:
+        if is_proven_hop(request.headers.items(), backend["secret"]):  # one hop at most
             raise BackendGone(f"backend {backend['id']} is not on this node")
         node = self.replica.node(backend["node_id"])
         if node is None:
             raise BackendGone(f"backend {backend['id']} is on an unknown node")
-        return Target(backend["id"], node["address"].rstrip("/"), None, claims.user, backend["region"], forward_prefix)
+        address = node["address"].rstrip("/").split("://", 1)[-1]
+        return Target(backend["id"], address, None, backend["secret"])
 
-    # ---- headers --------------------------------------------------------------------------------
-
-    def _upstream_headers(self, request: web.Request, target: Target) -> CIMultiDict[str]:
-        connection_named = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
-        out: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            lower = name.lower()
-            if lower in HOP_BY_HOP or lower in connection_named or lower.startswith("x-meridian-"):
-                continue
-            out.add(name, value)
-        peer = request.remote or ""
-        prior = request.headers.get("X-Forwarded-For")
-        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior and target.secret is None else peer
-        out["X-Forwarded-Host"] = request.host
-        out["X-Forwarded-Proto"] = request.scheme
-        if target.secret is None:  # to another edge: it sets the backend headers itself
-            out[HOP_HEADER] = "1"
-        else:
-            out["x-meridian-backend"] = target.backend_id
-            out["x-meridian-region"] = target.region
-            out["x-meridian-secret"] = target.secret
-            if target.user is not None:
-                out["x-meridian-user"] = target.user
-        return out
-
-    @staticmethod
-    def _downstream_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict()
-        for name, value in headers:
-            if name.lower() not in HOP_BY_HOP:
-                out.add(name, value)
-        return out
+    def upstream(
+        self, incoming: Incoming, target: Target, headers: list[tuple[str, str]]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """(path, headers) of the upstream request, as the policy decides them."""
+        if target.route is None:
+            path = incoming.path if incoming.expect_backend is None else f"/{incoming.token}{incoming.rest}"
+            facts = incoming.facts
+            return path, self.policy.to_edge(headers, facts, target.secret)
+        facts = facts_from_hop(headers, target.secret, incoming.facts)
+        path = self.policy.upstream_path(incoming.rest, target.route, facts)
+        return path, self.policy.to_backend(headers, facts, target.route, incoming.token)
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
@@ -226,69 +277,96 @@ class Proxy:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
             yield chunk
 
-    async def _http(self, request: web.Request, target: Target, rest: str) -> web.StreamResponse:
+    async def _http(self, request: web.Request, target: Target, incoming: Incoming) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
         data = self._body(request) if request.body_exists else None
-        url = target.base_url + target.forward_prefix + rest
+        path, headers = self.upstream(incoming, target, list(request.headers.items()))
         try:
             upstream = await self.session.request(
                 request.method,
-                url,
-                headers=self._upstream_headers(request, target),
+                URL(f"http://{target.address}{path}", encoded=True),
+                headers=CIMultiDict(headers),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
+                timeout=NO_TOTAL_TIMEOUT,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
             )
         except PayloadTooLarge:
             raise
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnreachable(f"backend {target.backend_id} is unreachable") from exc
         async with upstream:
+            down = CIMultiDict(self.policy.to_client(upstream.headers.items()))
+            for framing in ("Content-Length", "Transfer-Encoding"):
+                down.popall(framing, None)
             length = upstream.content_length
             if length is not None and length <= SMALL_BODY and request.method != "HEAD":
                 body = await upstream.read()
                 self.activity.touch(target.backend_id)
                 small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
-                small.headers.update(self._downstream_headers(upstream.headers.items()))
+                small.headers.update(down)
                 return small
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.update(self._downstream_headers(upstream.headers.items()))
+            response.headers.update(down)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            with contextlib.suppress(aiohttp.ClientPayloadError, ConnectionResetError):
+            try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
                     self.activity.touch(target.backend_id)
+            except (aiohttp.ClientPayloadError, ConnectionResetError) as exc:
+                log.debug("stream of backend %s ended early: %s", target.backend_id, type(exc).__name__)
+                return response
             await response.write_eof()
             return response
 
     # ---- WebSocket ------------------------------------------------------------------------------
 
-    async def _websocket(self, request: web.Request, target: Target, rest: str) -> web.StreamResponse:
-        url = target.base_url.replace("http://", "ws://", 1) + target.forward_prefix + rest
-        headers = self._upstream_headers(request, target)
+    async def _websocket(self, request: web.Request, target: Target, incoming: Incoming) -> web.StreamResponse:
+        path, headers = self.upstream(incoming, target, list(request.headers.items()))
+        out = CIMultiDict(headers)
         for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
-            headers.popall(name, None)
+            out.popall(name, None)
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        headers.popall("Sec-WebSocket-Protocol", None)
+        out.popall("Sec-WebSocket-Protocol", None)
         try:
-            upstream = await self.session.ws_connect(url, headers=headers, protocols=protocols, autoping=False)
+            upstream = await self.session.ws_connect(
+                URL(f"ws://{target.address}{path}", encoded=True),
+                headers=out,
+                protocols=protocols,
+                autoping=False,
+                max_msg_size=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=10),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise BackendUnreachable(f"backend {target.backend_id} refused the WebSocket ({exc.status})") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnreachable(f"backend {target.backend_id} refused the WebSocket") from exc
-        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (), autoping=False)
+        client = web.WebSocketResponse(
+            protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
+        )
         await client.prepare(request)
         try:
             await _pump_both(client, upstream, lambda: self.activity.touch(target.backend_id))
         finally:
             await upstream.close()
-            await client.close()
+            await client.close(code=CLOSE_BACKEND_GONE, message=b"backend closed the connection")
         return client
 
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+CLOSE_GOING_AWAY = 1001
+CLOSE_BACKEND_GONE = 1011
+_NOT_ON_THE_WIRE = frozenset((1005, 1006, 1015))
+"""Close codes that describe a missing close frame and must never be sent in one."""
+
+
+def close_code_for(code: int | None) -> int:
+    return CLOSE_BACKEND_GONE if code is None or code in _NOT_ON_THE_WIRE or not 1000 <= code < 5000 else code
 
 
 async def _pump(source: WebSocket, sink: WebSocket, touch: Callable[[], None]) -> None:
@@ -304,7 +382,9 @@ async def _pump(source: WebSocket, sink: WebSocket, touch: Callable[[], None]) -
             await sink.pong(msg.data)
         elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             break
-    await sink.close(code=source.close_code or 1000)
+    code = close_code_for(source.close_code)
+    reason = b"" if code == source.close_code else b"backend closed the connection"
+    await sink.close(code=code, message=reason)
 
 
 async def _pump_both(

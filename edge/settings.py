@@ -22,6 +22,10 @@ class EdgeSettings(BaseSettings):
     edge_domain: str | None = Field(
         default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Peers (load balancers) whose X-Forwarded-* headers the edge appends to, not replaces.",
+    )
     max_body_bytes: int = Field(default=10 << 20, ge=1024, description="Largest proxied request body.")
     ready_wait_s: float = Field(
         default=30.0, gt=0, description="How long a request waits for a starting backend before 503."

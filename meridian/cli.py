@@ -81,8 +81,12 @@ def edge_serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8701,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     data_dir: Annotated[Path, typer.Option(help="Replica cache, node id and backend logs.")] = Path(".meridian/edge"),
-    capacity: Annotated[int, typer.Option(help="Most live backends on this node.")] = 100,
-    public_url: Annotated[str | None, typer.Option(help="URL users reach this edge at.")] = None,
+    capacity: Annotated[
+        int, typer.Option(envvar="MERIDIAN_EDGE_CAPACITY", help="Most live backends on this node.")
+    ] = 100,
+    public_url: Annotated[
+        str | None, typer.Option(envvar="MERIDIAN_EDGE_PUBLIC_URL", help="URL users reach this edge at.")
+    ] = None,
     edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

@@ -51,6 +51,7 @@ class Scope(StrEnum):
     ADMIN = "admin"
     CLIENT = "client"
     EDGE = "edge"
+    OBSERVER = "observer"  # read-only: regions, nodes, backends, templates, placement preview
 
 
 def _check_key(value: str) -> str:
@@ -63,7 +64,15 @@ def _check_key(value: str) -> str:
     return value
 
 
+def _check_user(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("user must not contain control characters")
+    return value
+
+
 Key = Annotated[str, AfterValidator(_check_key)]
+User = Annotated[str, Field(max_length=256), AfterValidator(_check_user)]
+"""Reaches the backend as a header value (`x-meridian-user`): no CR, LF, NUL or other control character."""
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
@@ -154,7 +163,7 @@ class ConnectRequest(Strict):
     region: Name | None = None
     location: Location | None = None
     client_ip: str | None = Field(default=None, max_length=64)
-    user: str | None = Field(default=None, max_length=256)
+    user: User | None = None
     auth: dict[str, Any] | None = None
 
 
@@ -163,6 +172,18 @@ class PlacementView(Wire):
     reason: str
     distance_km: float | None = None
     ranking: list[dict[str, Any]] | None = None
+
+
+class PlacementPreviewRequest(Strict):
+    """Where would `connect` place a new backend for a user here? Nothing is spawned."""
+
+    location: Location | None = None
+    client_ip: str | None = Field(default=None, max_length=64)
+    template: Name | None = None
+
+
+class PlacementPreview(PlacementView):
+    origin: Location | None = None  # the point distances were measured from, when there is one
 
 
 class ConnectResponse(Wire):
@@ -203,7 +224,7 @@ class TerminateRequest(Strict):
 
 
 class RevokeRequest(Strict):
-    user: str | None = Field(default=None, max_length=256)
+    user: User | None = None
 
 
 class StatusReport(Strict):
@@ -246,7 +267,7 @@ class HeartbeatOut(Wire):
 
 class TokenIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=128)]
-    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
 
 
 class TokenView(Wire):

@@ -47,3 +47,9 @@ METRICS_READ_TIMEOUT_S: float = 2.0
 
 TELEMETRY_SHUTDOWN_S: float = 2.0
 """Longest a stopping process waits for its last telemetry export (a dead endpoint must not hold it up)."""
+
+FLEET_EVENTS_CHECK_S: float = 1.0
+"""How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
+
+FLEET_EVENTS_KEEPALIVE_S: float = 15.0
+"""The fleet stream sends a comment line after this much silence, so proxies keep it open."""

@@ -43,10 +43,19 @@ def _visible(row: asyncpg.Record | None, caller: Caller) -> bool:
     return caller.is_admin or Scope.EDGE in caller.scopes or row["owner_token_id"] == caller.token_id
 
 
+def _reads_all(caller: Caller) -> bool:
+    """Observers read every backend; they still control (terminate, revoke) only their own."""
+    return caller.is_admin or Scope.OBSERVER in caller.scopes
+
+
+def _readable(row: asyncpg.Record | None, caller: Caller) -> bool:
+    return row is not None and (_reads_all(caller) or _visible(row, caller))
+
+
 async def get_backend(pool: asyncpg.Pool, backend_id: str, caller: Caller) -> BackendView:
     async with pool.acquire() as conn:
         row = await backends.get(conn, backend_id)
-    if row is None or not _visible(row, caller):
+    if row is None or not _readable(row, caller):
         raise NotFound(f"no backend {backend_id!r}")
     return view(row)
 
@@ -54,7 +63,7 @@ async def get_backend(pool: asyncpg.Pool, backend_id: str, caller: Caller) -> Ba
 async def list_backends(
     pool: asyncpg.Pool, caller: Caller, *, key: str | None, region: str | None, status: str | None, limit: int
 ) -> list[BackendView]:
-    owner = None if caller.is_admin else caller.token_id
+    owner = None if _reads_all(caller) else caller.token_id
     async with pool.acquire() as conn:
         rows = await backends.list_filtered(
             conn, key=key, region=region, status=status, owner_token_id=owner, limit=limit

@@ -1,10 +1,13 @@
 """How an edge node runs backends: local processes (default) or Nomad jobs.
 
-See :mod:`edge.executors.base` for the interface and its exit-reporting contract.
+See :mod:`edge.executors.base` for the interface, its exit-reporting contract and the base class
+(:class:`BaseExecutor`, one :class:`BackendRecord` per backend) both executors are built on.
 """
 
 from .base import (
     BackendExit,
+    BackendRecord,
+    BaseExecutor,
     Executor,
     ExecutorError,
     ExecutorStatus,
@@ -19,6 +22,8 @@ from .readiness import NotReady, probe_ready
 
 __all__ = [
     "BackendExit",
+    "BackendRecord",
+    "BaseExecutor",
     "Executor",
     "ExecutorError",
     "ExecutorStatus",

@@ -23,12 +23,21 @@ An executor is built with an ``on_exit`` callback and then driven with ``start``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
+from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Container
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from sync.models import TemplateSpec, TerminationReason
+
+from .readiness import probe_ready
+
+log = logging.getLogger(__name__)
 
 ExecutorStatus = Literal["starting", "ready", "exited", "unknown"]
 
@@ -109,9 +118,10 @@ def check_backend_id(backend_id: str) -> None:
 
 
 def backend_env(req: SpawnRequest, port: str) -> dict[str, str]:
-    """The template's env plus the platform's variables (API.md, "Environment of a backend").
-
-    The platform's variables come last so a template cannot override them.
+    """The one place a backend's environment is built, for every executor: the template's env,
+    then the platform's variables (API.md, "Environment of a backend"), last so a template cannot
+    override them. (An executor adds only what its platform needs, e.g. the process executor's
+    inherited edge environment minus ``MERIDIAN_*``.)
     """
     env = dict(req.template.env)
     env.update(
@@ -136,3 +146,156 @@ def admit_start(req: SpawnRequest, *, kind: str, closed: bool, started: Containe
         raise StartRefused(f"template of {req.backend_id} is not a {kind} template with what it needs (argv or image)")
     if req.backend_id in started:
         raise StartRefused(f"backend {req.backend_id} was already started")
+
+
+@dataclass(eq=False)
+class BackendRecord:
+    """Everything an executor knows about one backend it accepted; executors extend it.
+
+    ``ended`` is set once the backend is gone (reporting has begun), ``reported`` once ``on_exit``
+    returned. ``monitor`` watches a ready backend for an end nobody asked for.
+    """
+
+    req: SpawnRequest
+    state: ExecutorStatus = "starting"
+    stop_reason: TerminationReason | None = None
+    exit_code: int | None = None
+    reporting: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+    monitor: asyncio.Task[None] | None = None
+
+    @property
+    def backend_id(self) -> str:
+        return self.req.backend_id
+
+
+R = TypeVar("R", bound=BackendRecord)
+
+
+class BaseExecutor(ABC, Generic[R]):
+    """What every executor shares: admission, the live/ended bookkeeping, ``status``, ``close``
+    and the exactly-once exit report. A subclass says which templates it takes (:meth:`_accepts`),
+    builds its record (:meth:`_new_record`), runs the start phases (:meth:`_start`), ends a backend
+    whose start was cancelled (:meth:`_abort`) and implements ``stop``.
+    """
+
+    kind: str
+
+    def __init__(self, on_exit: ExitCallback, *, history: int = 4096) -> None:
+        self._on_exit = on_exit
+        self._history = history
+        self._live: dict[str, R] = {}
+        self._ended: OrderedDict[str, R] = OrderedDict()  # bounded memory of ended backends
+        self._closed = False
+
+    # ---- interface ---------------------------------------------------------------------------
+
+    async def start(self, req: SpawnRequest) -> str:
+        admit_start(
+            req,
+            kind=self.kind,
+            closed=self._closed,
+            started=self._live.keys() | self._ended.keys(),
+            spec_ok=self._accepts(req.template),
+        )
+        rec = self._new_record(req)
+        self._live[req.backend_id] = rec
+        try:
+            return await self._start(rec)
+        except asyncio.CancelledError:
+            # Whoever awaited us is gone; the backend must not outlive the start it belonged to.
+            await asyncio.shield(self._abort(rec))
+            raise
+
+    @abstractmethod
+    async def stop(self, backend_id: str, *, hard: bool, reason: TerminationReason) -> None: ...
+
+    def status(self, backend_id: str) -> ExecutorStatus:
+        rec = self._record(backend_id)
+        return "unknown" if rec is None else rec.state
+
+    async def close(self) -> None:
+        self._closed = True
+        ids = list(self._live)
+        results = await asyncio.gather(
+            *(self.stop(bid, hard=False, reason=TerminationReason.REQUESTED) for bid in ids),
+            return_exceptions=True,
+        )
+        errors = [(bid, r) for bid, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
+        for bid, err in errors:
+            log.error("could not stop backend %s: %s", bid, err)
+        if errors:
+            raise ExecutorError(f"{len(errors)} backend(s) could not be stopped: {errors[0][1]}")
+
+    # ---- for subclasses ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _accepts(self, template: TemplateSpec) -> bool:
+        """Whether the template has what this executor needs (argv, image)."""
+
+    @abstractmethod
+    def _new_record(self, req: SpawnRequest) -> R: ...
+
+    @abstractmethod
+    async def _start(self, rec: R) -> str:
+        """The start phases; returns the address once ready. Every failure is reported first."""
+
+    @abstractmethod
+    async def _abort(self, rec: R) -> None:
+        """End a backend whose start was cancelled, and report it."""
+
+    def _record(self, backend_id: str) -> R | None:
+        return self._live.get(backend_id) or self._ended.get(backend_id)
+
+    def _mark_ready(self, rec: R, watch: Callable[[R], Awaitable[None]]) -> None:
+        rec.state = "ready"
+        rec.monitor = asyncio.create_task(watch(rec), name=f"watch-{rec.backend_id}")  # type: ignore[arg-type]
+
+    async def _report(self, rec: R, code: int | None, reason: TerminationReason | None = None) -> None:
+        """Record the end of a backend and call on_exit — once, whatever the path.
+
+        The reason is the one given to ``stop`` when the platform ended it, else ``reason``, else
+        ``failed``.
+        """
+        if rec.reporting:
+            return
+        rec.reporting = True
+        rec.state = "exited"
+        rec.exit_code = code
+        rec.ended.set()
+        bid = rec.backend_id
+        self._live.pop(bid, None)
+        self._ended[bid] = rec
+        while len(self._ended) > self._history:
+            self._ended.popitem(last=False)
+        final = rec.stop_reason or reason or TerminationReason.FAILED
+        try:
+            await self._on_exit(BackendExit(backend_id=bid, exit_code=code, reason=final))
+        except Exception:
+            log.exception("on_exit callback failed for backend %s", bid)
+        finally:
+            rec.reported.set()
+            if rec.monitor is not None and rec.monitor is not asyncio.current_task():
+                rec.monitor.cancel()
+
+
+async def probe_until_end(
+    host: str, port: int, path: str, *, timeout_s: float, end: asyncio.Future[Any]
+) -> BaseException | None:
+    """Run the readiness probe until it passes, fails or ``end`` completes, whichever is first.
+
+    Returns the probe's error (None when it passed); callers check ``end.done()`` first: an end
+    that came first (or tied with a passing probe) wins.
+    """
+    probe = asyncio.create_task(probe_ready(host, port, path, timeout_s=timeout_s))
+    try:
+        await asyncio.wait({probe, end}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not probe.done():
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await probe
+    if not probe.done() or probe.cancelled():
+        return None
+    return probe.exception()

@@ -36,10 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
 import requests
 
@@ -49,20 +48,20 @@ import requests
 from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
 from nomad.api import exceptions as nomad_exc
 
-from sync.models import TerminationReason
+from sync.models import TemplateSpec, TerminationReason
 
 from .base import (
-    BackendExit,
+    BackendRecord,
+    BaseExecutor,
     ExecutorError,
-    ExecutorStatus,
     ExecutorUnavailable,
     ExitCallback,
     SpawnRequest,
     StartFailed,
-    admit_start,
     backend_env,
+    probe_until_end,
 )
-from .readiness import NotReady, format_address, probe_ready
+from .readiness import NotReady, format_address
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +141,12 @@ def task_exit_code(alloc: dict[str, Any]) -> int | None:
 
 
 @dataclass(eq=False)
-class _Job:
-    req: SpawnRequest
-    job_id: str
-    state: ExecutorStatus = "starting"
+class _Job(BackendRecord):
+    job_id: str = ""
     alloc_id: str | None = None
-    stop_reason: TerminationReason | None = None
-    reporting: bool = False
-    reported: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set when reporting starts
-    monitor: asyncio.Task[None] | None = None
 
 
-class NomadExecutor:
+class NomadExecutor(BaseExecutor[_Job]):
     kind = "nomad"
 
     def __init__(
@@ -172,7 +164,7 @@ class NomadExecutor:
         monitor_interval_s: float = 2.0,
         history: int = 4096,
     ) -> None:
-        self._on_exit = on_exit
+        super().__init__(on_exit, history=history)
         self._address = address
         self._client = Nomad(
             address=address,
@@ -185,28 +177,8 @@ class NomadExecutor:
         self._grace_s = grace_s
         self._poll_s = poll_interval_s
         self._monitor_s = monitor_interval_s
-        self._history = history
-        self._live: dict[str, _Job] = {}
-        self._ended: OrderedDict[str, _Job] = OrderedDict()
-        self._closed = False
 
     # ---- interface ---------------------------------------------------------------------------
-
-    async def start(self, req: SpawnRequest) -> str:
-        admit_start(
-            req,
-            kind=self.kind,
-            closed=self._closed,
-            started=self._live.keys() | self._ended.keys(),
-            spec_ok=bool(req.template.image),
-        )
-        j = _Job(req=req, job_id=job_id(req.backend_id))
-        self._live[req.backend_id] = j
-        try:
-            return await self._start(j)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._fail(j, None))
-            raise
 
     async def stop(self, backend_id: str, *, hard: bool, reason: TerminationReason) -> None:
         j = self._live.get(backend_id)
@@ -226,24 +198,106 @@ class NomadExecutor:
         await self._report(j, code)
         await j.reported.wait()
 
-    def status(self, backend_id: str) -> ExecutorStatus:
-        j = self._live.get(backend_id) or self._ended.get(backend_id)
-        return "unknown" if j is None else j.state
+    # ---- phases: register → allocation running → probe (watching the allocation) → watch -----
 
-    async def close(self) -> None:
-        self._closed = True
-        ids = list(self._live)
-        results = await asyncio.gather(
-            *(self.stop(bid, hard=False, reason=TerminationReason.REQUESTED) for bid in ids),
-            return_exceptions=True,
-        )
-        errors = [(bid, r) for bid, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
-        for bid, err in errors:
-            log.error("could not stop backend %s: %s", bid, err)
-        if errors:
-            raise ExecutorError(f"{len(errors)} backend(s) could not be stopped: {errors[0][1]}")
+    def _accepts(self, template: TemplateSpec) -> bool:
+        return bool(template.image)
 
-    # ---- internals ---------------------------------------------------------------------------
+    def _new_record(self, req: SpawnRequest) -> _Job:
+        return _Job(req=req, job_id=job_id(req.backend_id))
+
+    async def _start(self, j: _Job) -> str:
+        deadline = asyncio.get_running_loop().time() + float(j.req.template.start_timeout_s)
+        await self._register(j)
+        alloc = await self._await_running(j, deadline)
+        try:
+            host, port = http_address(alloc)
+        except StartFailed:
+            await self._fail(j, None)
+            raise
+        return await self._probe(j, host, port, deadline)
+
+    async def _register(self, j: _Job) -> None:
+        try:
+            await self._call(self._client.jobs.register_job, {"Job": nomad_job(j.req, grace_s=self._grace_s)})
+        except ExecutorError as exc:
+            # The request may have reached Nomad even if its answer did not reach us.
+            await self._fail(j, None)
+            if isinstance(exc, ExecutorUnavailable):
+                raise
+            raise StartFailed(f"nomad did not accept job {j.job_id}: {exc}") from exc
+
+    async def _await_running(self, j: _Job, deadline: float) -> dict[str, Any]:
+        """Poll the job's allocation until it runs; fail on a terminal one, a stop or the deadline."""
+        loop = asyncio.get_running_loop()
+        timeout_s = float(j.req.template.start_timeout_s)
+        last_error: str | None = None
+        while True:
+            if j.reporting:  # stop() came first
+                await self._purge_quietly(j)
+                raise StartFailed("stopped while starting")
+            if loop.time() >= deadline:
+                await self._fail(j, None)
+                raise StartFailed(f"allocation not running within {timeout_s:g}s ({last_error})")
+            try:
+                alloc = await self._current_alloc(j)
+            except (ExecutorUnavailable, _Gone) as exc:  # transient while starting: keep trying
+                alloc, last_error = None, str(exc)
+            if alloc is not None:
+                status = alloc.get("ClientStatus")
+                last_error = f"allocation {j.alloc_id} is {status}"
+                if status in TERMINAL:
+                    await self._fail_terminal(j, alloc)
+                if status == "running":
+                    return alloc
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(j.ended.wait(), min(self._poll_s, max(0.0, deadline - loop.time())))
+
+    async def _probe(self, j: _Job, host: str, port: int, deadline: float) -> str:
+        """The readiness probe, while the allocation keeps being watched (and a stop is noticed)."""
+        timeout_s = float(j.req.template.start_timeout_s)
+        end = asyncio.create_task(self._until_terminal(j, self._poll_s))
+        stopped = asyncio.ensure_future(j.ended.wait())
+        ended = asyncio.ensure_future(asyncio.wait({end, stopped}, return_when=asyncio.FIRST_COMPLETED))
+        try:
+            remaining = deadline - asyncio.get_running_loop().time()
+            probe_error = await probe_until_end(host, port, j.req.template.ready_path, timeout_s=remaining, end=ended)
+        finally:
+            for waiter in (end, stopped, ended):
+                waiter.cancel()
+        if j.reporting:  # stop() came first
+            await self._purge_quietly(j)
+            raise StartFailed("stopped while starting")
+        if end.done() and not end.cancelled():
+            alloc = end.result()
+            if alloc is None:
+                await self._fail(j, None)
+                raise StartFailed(f"job {j.job_id} disappeared before it was ready")
+            await self._fail_terminal(j, alloc)
+        if probe_error is None:
+            self._mark_ready(j, self._watch)
+            return format_address(host, port)
+        await self._fail(j, None)
+        if isinstance(probe_error, NotReady):
+            raise StartFailed(f"not ready within {timeout_s:g}s ({probe_error.last_error})")
+        raise StartFailed(f"readiness probe failed: {probe_error!r}")
+
+    async def _watch(self, j: _Job) -> None:
+        """After ready: notice an allocation that ends without the platform asking."""
+        alloc = await self._until_terminal(j, self._monitor_s)
+        if j.reporting:
+            return
+        if alloc is None:
+            await self._report(j, None, TerminationReason.LOST)
+            return
+        status = alloc.get("ClientStatus")
+        reason = TerminationReason.LOST if status == "lost" else TerminationReason.FAILED
+        await self._report(j, task_exit_code(alloc), reason)
+
+    async def _abort(self, j: _Job) -> None:
+        await self._fail(j, None)
+
+    # ---- Nomad calls -------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one python-nomad call in a thread; translate its exceptions."""
@@ -262,82 +316,8 @@ class NomadExecutor:
         except ValueError as exc:  # a body that is not JSON
             raise ExecutorError(f"nomad at {self._address} sent an unreadable answer: {exc}") from exc
 
-    async def _start(self, j: _Job) -> str:
-        req = j.req
-        loop = asyncio.get_running_loop()
-        timeout_s = float(req.template.start_timeout_s)
-        deadline = loop.time() + timeout_s
-        try:
-            await self._call(self._client.jobs.register_job, {"Job": nomad_job(req, grace_s=self._grace_s)})
-        except ExecutorError as exc:
-            # The request may have reached Nomad even if its answer did not reach us.
-            await self._fail(j, None)
-            if isinstance(exc, ExecutorUnavailable):
-                raise
-            raise StartFailed(f"nomad did not accept job {j.job_id}: {exc}") from exc
-
-        probe: asyncio.Task[None] | None = None
-        address = ""
-        ended = asyncio.ensure_future(j.ended.wait())
-        last_error: str | None = None
-        try:
-            while True:
-                if j.reporting:  # stop() came first
-                    await self._purge_quietly(j)
-                    raise StartFailed("stopped while starting")
-                if probe is not None and probe.done():
-                    probe_error = probe.exception()
-                    if probe_error is None:
-                        j.state = "ready"
-                        j.monitor = asyncio.create_task(self._monitor(j))
-                        return address
-                    await self._fail(j, None)
-                    if isinstance(probe_error, NotReady):
-                        raise StartFailed(f"not ready within {timeout_s:g}s ({probe_error.last_error})")
-                    raise StartFailed(f"readiness probe failed: {probe_error!r}")
-                if loop.time() >= deadline:
-                    await self._fail(j, None)
-                    raise StartFailed(f"allocation not running within {timeout_s:g}s ({last_error})")
-                try:
-                    alloc = await self._current_alloc(j)
-                except (ExecutorUnavailable, _Gone) as exc:  # transient while starting: keep trying
-                    alloc, last_error = None, str(exc)
-                if alloc is not None:
-                    status = alloc.get("ClientStatus")
-                    last_error = f"allocation {j.alloc_id} is {status}"
-                    if status in TERMINAL:
-                        code = task_exit_code(alloc)
-                        await self._fail(j, code)
-                        if j.stop_reason is not None:
-                            raise StartFailed("stopped while starting", code)
-                        raise StartFailed(f"allocation {status} before it was ready", code)
-                    if status == "running" and probe is None:
-                        try:
-                            host, port = http_address(alloc)
-                        except StartFailed:
-                            await self._fail(j, None)
-                            raise
-                        address = format_address(host, port)
-                        probe = asyncio.create_task(
-                            probe_ready(host, port, req.template.ready_path, timeout_s=deadline - loop.time())
-                        )
-                pause = min(self._poll_s, max(0.0, deadline - loop.time()))
-                tick = asyncio.ensure_future(asyncio.sleep(pause))
-                waiters: set[asyncio.Future[Any]] = {tick, ended}
-                if probe is not None:
-                    waiters.add(probe)
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    tick.cancel()
-        finally:
-            ended.cancel()
-            if probe is not None and not probe.done():
-                probe.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await probe
-
     async def _current_alloc(self, j: _Job) -> dict[str, Any] | None:
+        """The job's newest allocation, read in full (the list's stubs carry no ports)."""
         if j.alloc_id is None:
             allocs: list[dict[str, Any]] = await self._call(self._client.job.get_allocations, j.job_id)
             mine = [a for a in allocs if a.get("JobID", j.job_id) == j.job_id]
@@ -347,30 +327,25 @@ class NomadExecutor:
         alloc: dict[str, Any] = await self._call(self._client.allocation.get_allocation, j.alloc_id)
         return alloc
 
-    async def _monitor(self, j: _Job) -> None:
-        """After ready: notice an allocation that ends without the platform asking."""
+    async def _until_terminal(self, j: _Job, interval_s: float) -> dict[str, Any] | None:
+        """Poll the allocation until it is terminal (returned) or gone (None)."""
         assert j.alloc_id is not None
         complained = False
         while not j.reporting:
-            await asyncio.sleep(self._monitor_s)
-            if j.reporting:
-                return
+            await asyncio.sleep(interval_s)
             try:
-                alloc = await self._call(self._client.allocation.get_allocation, j.alloc_id)
+                alloc: dict[str, Any] = await self._call(self._client.allocation.get_allocation, j.alloc_id)
             except _Gone:
-                await self._report(j, None, TerminationReason.LOST)
-                return
+                return None
             except ExecutorError as exc:
                 if not complained:
-                    log.warning("cannot watch backend %s: %s", j.req.backend_id, exc)
+                    log.warning("cannot watch backend %s: %s", j.backend_id, exc)
                     complained = True
                 continue
             complained = False
-            status = alloc.get("ClientStatus")
-            if status in TERMINAL:
-                reason = TerminationReason.LOST if status == "lost" else TerminationReason.FAILED
-                await self._report(j, task_exit_code(alloc), reason)
-                return
+            if alloc.get("ClientStatus") in TERMINAL:
+                return alloc
+        return None
 
     async def _await_terminal(self, alloc_id: str, *, timeout_s: float) -> int | None:
         """Wait (bounded) for a deregistered job's allocation to end; its exit code if known."""
@@ -401,33 +376,16 @@ class NomadExecutor:
             log.error("could not purge job %s (it may be left in Nomad): %s", j.job_id, exc)
 
     async def _fail(self, j: _Job, code: int | None) -> None:
-        if j.reporting:
-            await self._purge_quietly(j)  # stop() reported it; make sure nothing is left
-            return
+        """Purge the job and report the backend failed (a stop that came first keeps its reason)."""
         await self._purge_quietly(j)
         await self._report(j, code)
 
-    async def _report(self, j: _Job, code: int | None, reason: TerminationReason | None = None) -> None:
-        """Record the end of a backend and call on_exit — once, whatever the path."""
-        if j.reporting:
-            return
-        j.reporting = True
-        j.state = "exited"
-        j.ended.set()
-        bid = j.req.backend_id
-        self._live.pop(bid, None)
-        self._ended[bid] = j
-        while len(self._ended) > self._history:
-            self._ended.popitem(last=False)
-        final = j.stop_reason or reason or TerminationReason.FAILED
-        try:
-            await self._on_exit(BackendExit(backend_id=bid, exit_code=code, reason=final))
-        except Exception:
-            log.exception("on_exit callback failed for backend %s", bid)
-        finally:
-            j.reported.set()
-            if j.monitor is not None and j.monitor is not asyncio.current_task():
-                j.monitor.cancel()
+    async def _fail_terminal(self, j: _Job, alloc: dict[str, Any]) -> NoReturn:
+        code = task_exit_code(alloc)
+        await self._fail(j, code)
+        if j.stop_reason is not None:
+            raise StartFailed("stopped while starting", code)
+        raise StartFailed(f"allocation {alloc.get('ClientStatus')} before it was ready", code)
 
 
 def _describe(exc: nomad_exc.BaseNomadException) -> str:

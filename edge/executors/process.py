@@ -24,30 +24,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
 import signal
 import socket
 import sys
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sync.models import TerminationReason
+from sync.models import TemplateSpec, TerminationReason
 
-from .base import (
-    BackendExit,
-    ExecutorStatus,
-    ExitCallback,
-    SpawnRequest,
-    StartFailed,
-    admit_start,
-    backend_env,
-)
-from .readiness import NotReady, probe_ready
+from .base import BackendRecord, BaseExecutor, ExitCallback, SpawnRequest, StartFailed, backend_env, probe_until_end
+from .readiness import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +47,15 @@ _LOG_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(eq=False)
-class _Backend:
-    req: SpawnRequest
-    log_path: Path
-    state: ExecutorStatus = "starting"
+class _Process(BackendRecord):
+    log_path: Path = Path()
     proc: asyncio.subprocess.Process | None = None
     wait_task: asyncio.Future[int] | None = None
     port: int | None = None
-    stop_reason: TerminationReason | None = None
-    exit_code: int | None = None
-    reporting: bool = False
-    exited: asyncio.Event = field(default_factory=asyncio.Event)  # the (last) process is gone
-    reported: asyncio.Event = field(default_factory=asyncio.Event)  # on_exit has returned
-    monitor: asyncio.Task[None] | None = None
+
+
+class _Retry(Exception):
+    """The attempt lost its port to another process: try once more on a fresh one."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,7 +66,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class ProcessExecutor:
+class ProcessExecutor(BaseExecutor[_Process]):
     kind = "process"
 
     def __init__(
@@ -92,37 +78,16 @@ class ProcessExecutor:
         host: str = "127.0.0.1",
         history: int = 4096,
     ) -> None:
-        self._on_exit = on_exit
+        super().__init__(on_exit, history=history)
         self._log_dir = Path(log_dir)
         self._grace_s = grace_s
         self._host = host
-        self._history = history
-        self._live: dict[str, _Backend] = {}
-        self._ended: OrderedDict[str, _Backend] = OrderedDict()  # bounded memory of exited ones
-        self._closed = False
 
     # ---- interface ---------------------------------------------------------------------------
 
-    async def start(self, req: SpawnRequest) -> str:
-        admit_start(
-            req,
-            kind=self.kind,
-            closed=self._closed,
-            started=self._live.keys() | self._ended.keys(),
-            spec_ok=bool(req.template.argv),
-        )
-        b = _Backend(req=req, log_path=self._log_dir / f"{req.backend_id}.log")
-        self._live[req.backend_id] = b
-        try:
-            return await self._start(b)
-        except asyncio.CancelledError:
-            # Whoever awaited us is gone; the backend must not outlive the start it belonged to.
-            await asyncio.shield(self._kill_and_report(b))
-            raise
-
     async def stop(self, backend_id: str, *, hard: bool, reason: TerminationReason) -> None:
         b = self._live.get(backend_id)
-        if b is None or b.exited.is_set():
+        if b is None or b.ended.is_set():
             return
         if b.stop_reason is None:
             b.stop_reason = reason
@@ -131,33 +96,127 @@ class ProcessExecutor:
         else:
             self._signal(b, signal.SIGTERM)
             try:
-                await asyncio.wait_for(b.exited.wait(), self._grace_s)
+                await asyncio.wait_for(b.ended.wait(), self._grace_s)
             except TimeoutError:
                 log.warning("backend %s ignored SIGTERM for %gs; sending SIGKILL", backend_id, self._grace_s)
                 self._signal(b, signal.SIGKILL)
         await b.reported.wait()
 
-    def status(self, backend_id: str) -> ExecutorStatus:
-        b = self._live.get(backend_id) or self._ended.get(backend_id)
-        return "unknown" if b is None else b.state
-
-    async def close(self) -> None:
-        self._closed = True
-        await asyncio.gather(
-            *(self.stop(bid, hard=False, reason=TerminationReason.REQUESTED) for bid in list(self._live))
-        )
-
     # ---- extras (diagnostics and tests) ------------------------------------------------------
 
     def pid(self, backend_id: str) -> int | None:
         b = self._live.get(backend_id)
-        return None if b is None or b.proc is None or b.exited.is_set() else b.proc.pid
+        return None if b is None or b.proc is None or b.ended.is_set() else b.proc.pid
 
     def log_path(self, backend_id: str) -> Path | None:
-        b = self._live.get(backend_id) or self._ended.get(backend_id)
+        b = self._record(backend_id)
         return None if b is None else b.log_path
 
-    # ---- internals ---------------------------------------------------------------------------
+    # ---- phases: launch → await ready (→ retry once on a port clash) → watch -----------------
+
+    def _accepts(self, template: TemplateSpec) -> bool:
+        return bool(template.argv)
+
+    def _new_record(self, req: SpawnRequest) -> _Process:
+        return _Process(req=req, log_path=self._log_dir / f"{req.backend_id}.log")
+
+    async def _start(self, b: _Process) -> str:
+        deadline = asyncio.get_running_loop().time() + float(b.req.template.start_timeout_s)
+        await asyncio.to_thread(self._log_dir.mkdir, parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            log_offset = await self._launch(b, attempt)
+            try:
+                return await self._await_ready(b, deadline, log_offset, may_retry=attempt == 1)
+            except _Retry:
+                log.warning("backend %s lost port %s to another process; retrying", b.backend_id, b.port)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _launch(self, b: _Process, attempt: int) -> int:
+        """Spawn the backend on a fresh port; returns where this attempt's log begins."""
+        if b.stop_reason is not None:
+            await self._report(b, None)
+            raise StartFailed("stopped before it started")
+        argv = self._argv(b.req)
+        port = free_port(self._host)
+        header = f"--- meridian: backend {b.backend_id} attempt {attempt} port {port} argv {argv!r}\n"
+        logfile, offset = await asyncio.to_thread(_open_log, b.log_path, header.encode())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env(b.req, port),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            await self._report(b, None)
+            raise StartFailed(f"cannot execute {argv[0]!r}: {exc}") from exc
+        finally:
+            logfile.close()
+        b.proc, b.port = proc, port
+        b.wait_task = asyncio.ensure_future(proc.wait())
+        if b.stop_reason is not None:  # stop() came while we were spawning
+            self._signal(b, signal.SIGKILL)
+        return offset
+
+    async def _await_ready(self, b: _Process, deadline: float, log_offset: int, *, may_retry: bool) -> str:
+        assert b.proc is not None and b.wait_task is not None and b.port is not None
+        timeout_s = float(b.req.template.start_timeout_s)
+        wait_task = b.wait_task
+        remaining = deadline - asyncio.get_running_loop().time()
+        probe_error = await probe_until_end(
+            self._host, b.port, b.req.template.ready_path, timeout_s=remaining, end=wait_task
+        )
+        if wait_task.done():  # exited first (also wins a tie with a successful probe)
+            code = wait_task.result()
+            _kill_group(b.proc.pid)
+            if (
+                may_retry
+                and code != 0
+                and b.stop_reason is None
+                and await asyncio.to_thread(_log_mentions_port_clash, b.log_path, log_offset)
+            ):
+                raise _Retry
+            await self._report(b, code)
+            if b.stop_reason is not None:
+                raise StartFailed("stopped while starting", code)
+            raise StartFailed("exited before it was ready", code)
+        if probe_error is None and b.stop_reason is None:
+            self._mark_ready(b, self._watch)
+            return f"{self._host}:{b.port}"
+        # Not ready in time (or stopped meanwhile): it never served anyone, so no grace.
+        killed = await self._kill_now(b)
+        await self._report(b, killed)
+        if b.stop_reason is not None:
+            raise StartFailed("stopped while starting", killed)
+        if isinstance(probe_error, NotReady):
+            raise StartFailed(f"not ready within {timeout_s:g}s ({probe_error.last_error})", killed)
+        raise StartFailed(f"readiness probe failed: {probe_error!r}", killed)
+
+    async def _watch(self, b: _Process) -> None:
+        assert b.wait_task is not None
+        code = await b.wait_task
+        if b.proc is not None:
+            _kill_group(b.proc.pid)
+        await self._report(b, code)
+
+    async def _abort(self, b: _Process) -> None:
+        if b.reporting:
+            await b.reported.wait()
+            return
+        await self._report(b, await self._kill_now(b))
+
+    async def _kill_now(self, b: _Process) -> int | None:
+        """SIGKILL the backend and what is left of its group; its exit code."""
+        self._signal(b, signal.SIGKILL)
+        if b.wait_task is None or b.proc is None:
+            return None
+        code = await b.wait_task
+        _kill_group(b.proc.pid)
+        return code
+
+    # ---- helpers -----------------------------------------------------------------------------
 
     def _argv(self, req: SpawnRequest) -> list[str]:
         argv = list(req.template.argv or [])
@@ -171,100 +230,7 @@ class ProcessExecutor:
         env.update(backend_env(req, str(port)))
         return env
 
-    async def _start(self, b: _Backend) -> str:
-        req = b.req
-        loop = asyncio.get_running_loop()
-        timeout_s = float(req.template.start_timeout_s)
-        deadline = loop.time() + timeout_s
-        argv = self._argv(req)
-        await asyncio.to_thread(self._log_dir.mkdir, parents=True, exist_ok=True)
-        for attempt in (1, 2):
-            if b.stop_reason is not None:
-                await self._report(b, None)
-                raise StartFailed("stopped before it started")
-            port = free_port(self._host)
-            header = f"--- meridian: backend {req.backend_id} attempt {attempt} port {port} argv {argv!r}\n"
-            logfile, offset = await asyncio.to_thread(_open_log, b.log_path, header.encode())
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=self._env(req, port),
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                await self._report(b, None)
-                raise StartFailed(f"cannot execute {argv[0]!r}: {exc}") from exc
-            finally:
-                logfile.close()
-            b.proc, b.port = proc, port
-            b.wait_task = wait_task = asyncio.ensure_future(proc.wait())
-            if b.stop_reason is not None:  # stop() came while we were spawning
-                self._signal(b, signal.SIGKILL)
-            probe = asyncio.create_task(
-                probe_ready(self._host, port, req.template.ready_path, timeout_s=deadline - loop.time())
-            )
-            try:
-                await asyncio.wait({probe, wait_task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not probe.done():
-                    probe.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await probe
-
-            if wait_task.done():  # exited first (also wins a tie with a successful probe)
-                code = wait_task.result()
-                _kill_group(proc.pid)
-                if (
-                    attempt == 1
-                    and code != 0
-                    and b.stop_reason is None
-                    and await asyncio.to_thread(_log_mentions_port_clash, b.log_path, offset)
-                ):
-                    log.warning("backend %s lost port %d to another process; retrying", req.backend_id, port)
-                    continue
-                await self._report(b, code)
-                if b.stop_reason is not None:
-                    raise StartFailed("stopped while starting", code)
-                raise StartFailed("exited before it was ready", code)
-
-            probe_error = probe.exception()
-            if probe_error is None and b.stop_reason is None:
-                b.state = "ready"
-                b.monitor = asyncio.create_task(self._watch(b, wait_task))
-                return f"{self._host}:{port}"
-            # Not ready in time (or stopped meanwhile): it never served anyone, so no grace.
-            self._signal(b, signal.SIGKILL)
-            code = await wait_task
-            _kill_group(proc.pid)
-            await self._report(b, code)
-            if b.stop_reason is not None:
-                raise StartFailed("stopped while starting", code)
-            if isinstance(probe_error, NotReady):
-                raise StartFailed(f"not ready within {timeout_s:g}s ({probe_error.last_error})", code)
-            raise StartFailed(f"readiness probe failed: {probe_error!r}", code)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _watch(self, b: _Backend, wait_task: asyncio.Future[int]) -> None:
-        code = await wait_task
-        if b.proc is not None:
-            _kill_group(b.proc.pid)
-        await self._report(b, code)
-
-    async def _kill_and_report(self, b: _Backend) -> None:
-        if b.reporting:
-            await b.reported.wait()
-            return
-        self._signal(b, signal.SIGKILL)
-        code = None
-        if b.wait_task is not None and b.proc is not None:
-            code = await b.wait_task
-            _kill_group(b.proc.pid)
-        await self._report(b, code)
-
-    def _signal(self, b: _Backend, sig: signal.Signals) -> None:
+    def _signal(self, b: _Process, sig: signal.Signals) -> None:
         proc = b.proc
         if proc is None or proc.returncode is not None:
             return
@@ -272,27 +238,6 @@ class ProcessExecutor:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-
-    async def _report(self, b: _Backend, code: int | None) -> None:
-        """Record the end of a backend and call on_exit — once, whatever the path."""
-        if b.reporting:
-            return
-        b.reporting = True
-        b.state = "exited"
-        b.exit_code = code
-        b.exited.set()
-        bid = b.req.backend_id
-        self._live.pop(bid, None)
-        self._ended[bid] = b
-        while len(self._ended) > self._history:
-            self._ended.popitem(last=False)
-        reason = b.stop_reason or TerminationReason.FAILED
-        try:
-            await self._on_exit(BackendExit(backend_id=bid, exit_code=code, reason=reason))
-        except Exception:
-            log.exception("on_exit callback failed for backend %s", bid)
-        finally:
-            b.reported.set()
 
 
 def _kill_group(pgid: int) -> None:

@@ -14,18 +14,15 @@ import pytest
 
 from control.settings import ControlSettings
 from sync.catalog import KNOWN_REGIONS
-from tests.conftest import ADMIN_TOKEN, SHARED, RunningControl, start_control, stop_control
+from tests.conftest import ADMIN_TOKEN, CITY_TEST_DB, RunningControl, start_control, stop_control
 from tests.helpers import add_region, heartbeat
-
-GEOIP = SHARED / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
-pytestmark = pytest.mark.skipif(not GEOIP.exists(), reason=f"{GEOIP} not present")
 
 LONDON, MILTON, CHANGCHUN, TOKYO = "81.2.69.142", "216.160.83.56", "175.16.199.0", "2001:218::1"
 
 
 @pytest.fixture
 async def geo_control(db_url: str) -> AsyncIterator[RunningControl]:
-    running = await start_control(db_url, ControlSettings(port=0, admin_token=ADMIN_TOKEN, geoip_db=GEOIP))
+    running = await start_control(db_url, ControlSettings(port=0, admin_token=ADMIN_TOKEN, geoip_db=CITY_TEST_DB))
     try:
         yield running
     finally:

@@ -1,4 +1,4 @@
-"""Small MaxMind DB files for placement tests, built with mmdb-writer, plus the shared test databases."""
+"""Small MaxMind DB files for placement tests, built with mmdb-writer."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from typing import Any
 
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
-
-# The repo's sibling `shared/` directory (see /work/shared/data/geoip/README.md).
-GEOIP_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "geoip"
-CITY_TEST_DB = GEOIP_DIR / "GeoIP2-City-Test.mmdb"
 
 
 def city_record(lat: float, lon: float, city: str = "Somewhere") -> dict[str, Any]:

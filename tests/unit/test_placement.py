@@ -31,17 +31,12 @@ from control.placement import (
 )
 from sync.catalog import KNOWN_REGIONS
 from sync.errors import BadRequest, ErrorCode, NoCapacity, RegionUnknown
+from tests.conftest import CITY_TEST_DB
 from tests.unit.placement_dbs import (
-    CITY_TEST_DB,
     city_record,
     write_country_db,
     write_db,
     write_garbage,
-)
-
-needs_test_db = pytest.mark.skipif(
-    not CITY_TEST_DB.is_file(),
-    reason=f"MaxMind test database not found at {CITY_TEST_DB} (the repo's sibling shared/data/geoip)",
 )
 
 LONDON_IP, MILTON_IP, CHANGCHUN_IP, TOKYO_IP = "81.2.69.142", "216.160.83.56", "175.16.199.0", "2001:218::1"
@@ -86,8 +81,6 @@ def nearest_catalog_region(origin: tuple[float, float]) -> str:
 
 @pytest.fixture(scope="module")
 def test_locator() -> GeoLocator:
-    if not CITY_TEST_DB.is_file():
-        pytest.skip(f"MaxMind test database not found at {CITY_TEST_DB}")
     return GeoLocator.open(CITY_TEST_DB)
 
 
@@ -129,7 +122,6 @@ def leaky_db(tmp_path: Path) -> Path:
 # ---- the four known users land in the nearest catalog region ---------------------------------
 
 
-@needs_test_db
 @pytest.mark.parametrize(
     ("ip", "expected", "km"),
     [
@@ -149,7 +141,6 @@ def test_test_database_users_land_in_their_nearest_region(placer: Placer, ip: st
     assert decision.distance_km == pytest.approx(chord_km(decision.origin, KNOWN_REGIONS[expected]), abs=0.1)
 
 
-@needs_test_db
 def test_changchun_is_nearer_tokyo_than_singapore(test_locator: GeoLocator) -> None:
     origin = test_locator.locate(CHANGCHUN_IP)
     assert origin is not None
@@ -158,7 +149,6 @@ def test_changchun_is_nearer_tokyo_than_singapore(test_locator: GeoLocator) -> N
     assert chord_km(origin, KNOWN_REGIONS["ap-southeast"]) == pytest.approx(5185, abs=5)
 
 
-@needs_test_db
 def test_locator_reads_the_test_database(test_locator: GeoLocator) -> None:
     assert test_locator.locate(LONDON_IP) == pytest.approx(LONDON)
     assert test_locator.locate(MILTON_IP) == pytest.approx((47.2513, -122.3149))
@@ -201,7 +191,6 @@ def test_nearest_region_unavailable_falls_back_to_the_next_nearest(override: dic
     assert decision.ranking[1] == RankedRegion("eu-central", decision.distance_km, True, None, 0.5)
 
 
-@needs_test_db
 def test_client_ip_fallback_skips_every_unavailable_nearer_region(placer: Placer) -> None:
     cands = catalog(eu_west={"free": 0}, eu_central={"healthy": False})
     decision = placer.place(PlacementInput(client_ip=LONDON_IP), cands)
@@ -225,7 +214,6 @@ def test_arrival_region_unavailable_falls_back_from_its_coordinates() -> None:
 # ---- pinned ----------------------------------------------------------------------------------
 
 
-@needs_test_db
 def test_pinned_region_wins_over_location_and_client_ip(placer: Placer) -> None:
     inp = PlacementInput(pinned_region="sa-east", location=CAPE_TOWN, client_ip=TOKYO_IP, arrival_region="eu-west")
     decision = placer.place(inp, catalog())
@@ -259,14 +247,12 @@ def test_unknown_pinned_region_is_reported_even_when_nothing_has_capacity() -> N
 # ---- signal order and fall-through -----------------------------------------------------------
 
 
-@needs_test_db
 def test_location_wins_over_client_ip(placer: Placer) -> None:
     decision = placer.place(PlacementInput(location=CAPE_TOWN, client_ip=LONDON_IP), catalog())
     assert (decision.region, decision.reason) == ("af-south", "location")
     assert decision.origin == CAPE_TOWN
 
 
-@needs_test_db
 def test_client_ip_wins_over_arrival_and_default(placer: Placer) -> None:
     inp = PlacementInput(client_ip=MILTON_IP, arrival_region="eu-west", default_region="ap-south")
     assert placer.place(inp, catalog()).region == "us-west"
@@ -440,7 +426,6 @@ def test_malformed_client_ip_is_a_bad_request(bad_ip: str) -> None:
         normalize_client_ip(bad_ip)
 
 
-@needs_test_db
 def test_locator_refuses_malformed_ip(test_locator: GeoLocator) -> None:
     with pytest.raises(BadRequest):
         test_locator.locate("not-an-ip")
@@ -697,7 +682,6 @@ def test_a_region_that_moves_is_measured_at_its_new_coordinates() -> None:
 # ---- the decision and its wire form ----------------------------------------------------------
 
 
-@needs_test_db
 def test_to_wire_is_the_api_placement_field(placer: Placer) -> None:
     decision = placer.place(PlacementInput(client_ip=LONDON_IP), catalog(eu_west={"load": 0.25, "free": 0}))
     wire = decision.to_wire()

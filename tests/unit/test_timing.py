@@ -16,3 +16,9 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.METRICS_READ_TIMEOUT_S < timing.METRICS_REFRESH_S
     # A stop waits for its last export for less time than a heartbeat would take to notice it.
     assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
+
+
+def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:
+    assert timing.FLEET_EVENTS_CHECK_S >= 1.0
+    assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
+    assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S

@@ -38,8 +38,8 @@ SERVICE_NAME = "meridian-control"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 MAX_QUERY_TEXT = 2048
 _FIRST_WORD = re.compile(r"\s*([A-Za-z]+)")
-# `observer` comes with the dashboard's read-only scope; accepted wherever it exists.
-METRICS_SCOPES = tuple(s for s in TokenScope if s.value in ("edge", "observer"))
+# Admin always passes; `observer` is the dashboard's read-only scope.
+METRICS_SCOPES = (TokenScope.EDGE, TokenScope.OBSERVER)
 
 
 class ControlTelemetry:

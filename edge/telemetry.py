@@ -34,8 +34,8 @@ from sync.models import BackendStatus, ChangesReply, Scope, TerminationReason
 
 SERVICE_NAME = "meridian-edge"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-# `observer` comes with the dashboard's read-only scope; accepted wherever it exists.
-METRICS_SCOPES = tuple(s for s in Scope if s.value in ("edge", "observer"))
+# Admin always passes; `observer` is the dashboard's read-only scope.
+METRICS_SCOPES = (Scope.EDGE, Scope.OBSERVER)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

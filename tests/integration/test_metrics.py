@@ -4,6 +4,7 @@ numbers that move with real requests, and the scopes that may read it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge import keys
+from edge.app import EdgeServer
 from tests.conftest import ADMIN_TOKEN, RunningControl
-from tests.integration.test_edge_event_loop import running_edge
+from tests.integration.edge_support import ECHO, connect, edge_url, running_edges
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -41,38 +44,45 @@ async def scrape(base_url: str, token: str) -> tuple[str, Samples]:
 
 
 @pytest.fixture
-async def edge(control: RunningControl, edge_token: str, tmp_path: Path) -> AsyncIterator[str]:
-    async with running_edge(control, edge_token, tmp_path / "edge") as url:
-        yield url
+async def observer_token(admin: httpx.AsyncClient) -> str:
+    r = await admin.post("/v1/tokens", json={"name": "observer", "scopes": ["observer"]})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
 
 
-async def _connect(edge_url: str, key: str) -> dict:
-    async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(
-            f"{edge_url}/v1/connect",
-            json={"key": key, "template": "demo"},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-    assert r.status_code == 200, r.text
-    return r.json()
+@pytest.fixture
+async def edge(control: RunningControl, edge_token: str, tmp_path: Path) -> AsyncIterator[EdgeServer]:
+    async with running_edges(control, edge_token, tmp_path / "edges", ["eu-west"], {"echo": ECHO}) as edges:
+        yield edges[0]
+
+
+def _status(backend: object) -> str | None:
+    if backend is None:
+        return None
+    return str(backend["status"] if isinstance(backend, dict) else getattr(backend, "status"))  # noqa: B009
 
 
 async def test_connect_and_proxy_metrics_move_with_real_requests(
-    control: RunningControl, edge: str, edge_token: str
+    control: RunningControl, edge: EdgeServer, edge_token: str
 ) -> None:
-    _, edge_before = await scrape(edge, edge_token)
+    url = edge_url(edge)
+    _, edge_before = await scrape(url, edge_token)
     _, control_before = await scrape(control.url, edge_token)
 
-    first = await _connect(edge, "metered")  # a new key: forwarded, spawned by the control plane
+    first = await connect(edge, "metered")  # a new key: forwarded, spawned by the control plane
     async with aiohttp.ClientSession() as s:
         for _ in range(5):  # the first waits for readiness on the full path, the rest take the fast path
-            async with s.get(first["url"] + "info") as r:
+            async with s.get(first["url"] + "ready") as r:
                 assert r.status == 200
+    replica = edge.app[keys.REPLICA]
+    await asyncio.wait_for(
+        edge.app[keys.SYNC_LOOP].wait_until(lambda _: _status(replica.backend(first["backend_id"])) == "ready"), 30
+    )
     for _ in range(2):
-        again = await _connect(edge, "metered")  # now answered from the edge's replica
+        again = await connect(edge, "metered")  # now answered from the edge's replica
         assert again["backend_id"] == first["backend_id"]
 
-    edge_text, edge_after = await scrape(edge, edge_token)
+    edge_text, edge_after = await scrape(url, edge_token)
     control_text, control_after = await scrape(control.url, edge_token)
 
     def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
@@ -104,10 +114,10 @@ async def test_connect_and_proxy_metrics_move_with_real_requests(
 
 @pytest.mark.parametrize("where", ["control", "edge"])
 async def test_metrics_need_an_admin_edge_or_observer_token(
-    control: RunningControl, client_token: str, edge_token: str, edge: str, where: str
+    control: RunningControl, client_token: str, observer_token: str, edge_token: str, edge: EdgeServer, where: str
 ) -> None:
-    # `client_token` comes before `edge`: the edge has synced it by the time it answers.
-    base = control.url if where == "control" else edge
+    # The tokens come before `edge`: the edge has synced them by the time it answers.
+    base = control.url if where == "control" else edge_url(edge)
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         missing = await c.get("/metrics")
         unknown = await c.get("/metrics", headers={"Authorization": "Bearer not-a-token-at-all"})
@@ -116,5 +126,5 @@ async def test_metrics_need_an_admin_edge_or_observer_token(
         assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "unauthorized")
         assert (client.status_code, client.json()["error"]["code"]) == (403, "forbidden")
         assert "# TYPE" not in missing.text + unknown.text + client.text
-        for token in (ADMIN_TOKEN, edge_token):
+        for token in (ADMIN_TOKEN, edge_token, observer_token):
             assert (await c.get("/metrics", headers={"Authorization": f"Bearer {token}"})).status_code == 200

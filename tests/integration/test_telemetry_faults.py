@@ -18,7 +18,7 @@ import pytest
 from control.settings import ControlSettings
 from sync.timing import TELEMETRY_SHUTDOWN_S
 from tests.conftest import ADMIN_TOKEN, start_control, stop_control
-from tests.integration.test_edge_event_loop import running_edge
+from tests.integration.edge_support import ECHO, edge_url, running_edges
 
 REQUEST_TIMEOUT_S = 5.0
 """Far below the exporter's timeout below: a request that waited on an export would fail."""
@@ -86,14 +86,15 @@ async def test_a_dead_otlp_endpoint_costs_requests_nothing_and_is_logged_once(
         try:
             async with control.client() as admin:
                 edge_token = (await admin.post("/v1/tokens", json={"name": "e", "scopes": ["edge"]})).json()["token"]
-            async with running_edge(control, edge_token, tmp_path / "edge") as edge:
+            async with running_edges(control, edge_token, tmp_path / "edges", ["eu-west"], {"echo": ECHO}) as edges:
+                edge = edge_url(edges[0])
                 auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
                 async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=auth) as c:
                     for i in range(20):
-                        r = await c.post(f"{edge}/v1/connect", json={"key": f"k{i % 3}", "template": "demo"})
+                        r = await c.post(f"{edge}/v1/connect", json={"key": f"k{i % 3}", "template": "echo"})
                         assert r.status_code == 200, r.text
                         assert (await c.get(f"{control.url}/healthz")).status_code == 200
-                        assert (await c.get(r.json()["url"] + "info")).status_code == 200
+                        assert (await c.get(r.json()["url"] + "ready")).status_code == 200
                         assert (await c.get(f"{edge}/metrics")).status_code == 200
                 if endpoint is closed_port:  # a black hole fails only after the export timeout
                     assert await asyncio.to_thread(records.failing.wait, 30), "the outage was never reported"

@@ -50,20 +50,14 @@ class ControlTelemetry:
         meter = self.base.meter
         self.tracer = self.base.tracer
         self.tracing = self.base.tracing
-        self.request_duration = meter.create_histogram(
-            "http.server.request.duration",
-            unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=telemetry.SECONDS_BUCKETS,
+        self.request_duration = self.base.histogram(
+            "http.server.request.duration", "s", "Duration of HTTP server requests."
         )
-        self.active_requests = meter.create_up_down_counter(
-            "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
-        )
-        self.connect_duration = meter.create_histogram(
+        self.active_requests = telemetry.ActiveRequests(meter)
+        self.connect_duration = self.base.histogram(
             "meridian.connect.duration",
-            unit="s",
-            description="Connect latency at the control plane, by outcome (existing, spawned, or the error code).",
-            explicit_bucket_boundaries_advisory=telemetry.SECONDS_BUCKETS,
+            "s",
+            "Connect latency at the control plane, by outcome (existing, spawned, or the error code).",
         )
         self.fleet = FleetGauges(meter)
 
@@ -130,15 +124,14 @@ class TelemetryMiddleware:
             await send(message)
 
         started = time.perf_counter()
-        active = {"http.request.method": method}
-        self.tel.active_requests.add(1, active)
+        self.tel.active_requests.begin(method)
         try:
             if self.tel.tracing:
                 await self._traced(scope, receive, send_status, method, lambda: status)
             else:
                 await self.app(scope, receive, send_status)
         finally:
-            self.tel.active_requests.add(-1, active)
+            self.tel.active_requests.end(method)
             attributes: dict[str, Any] = {"http.request.method": method, "http.response.status_code": status}
             route = _route(scope)
             if route is not None:
@@ -146,7 +139,7 @@ class TelemetryMiddleware:
             self.tel.request_duration.record(time.perf_counter() - started, attributes)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, method: str, status: Callable[[], int]) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ()) if k in _TRACE_HEADERS}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"traceparent"}
         with self.tel.tracer.start_as_current_span(
             method,
             context=telemetry.extract(headers),
@@ -165,9 +158,6 @@ class TelemetryMiddleware:
                 span.set_attribute("http.response.status_code", status())
                 if status() >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-
-
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 @dataclass

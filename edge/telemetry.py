@@ -49,33 +49,24 @@ class EdgeTelemetry:
         self.tracer = self.base.tracer
         self.tracing = self.base.tracing
         meter = self.base.meter
-        seconds = telemetry.SECONDS_BUCKETS
-        self.request_duration = meter.create_histogram(
+        self.request_duration = self.base.histogram(
             "http.server.request.duration",
-            unit="s",
-            description="Duration of HTTP server requests (the edge's API and the full proxy path).",
-            explicit_bucket_boundaries_advisory=seconds,
+            "s",
+            "Duration of HTTP server requests (the edge's API and the full proxy path).",
         )
-        self.active_requests = meter.create_up_down_counter(
-            "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
-        )
-        self.connect_duration = meter.create_histogram(
+        self.active_requests = telemetry.ActiveRequests(meter)
+        self.connect_duration = self.base.histogram(
             "meridian.connect.duration",
-            unit="s",
-            description="Connect latency at the edge, by outcome (replica, forwarded, or the error code).",
-            explicit_bucket_boundaries_advisory=seconds,
+            "s",
+            "Connect latency at the edge, by outcome (replica, forwarded, or the error code).",
         )
-        self.spawn_duration = meter.create_histogram(
+        self.spawn_duration = self.base.histogram(
             "meridian.backend.spawn.duration",
-            unit="s",
-            description="From the edge starting a backend to its readiness probe passing (or failing).",
-            explicit_bucket_boundaries_advisory=seconds,
+            "s",
+            "From the edge starting a backend to its readiness probe passing (or failing).",
         )
-        self.sync_apply_duration = meter.create_histogram(
-            "meridian.sync.apply.duration",
-            unit="s",
-            description="Time to apply one sync reply (changes) or snapshot to the replica.",
-            explicit_bucket_boundaries_advisory=seconds,
+        self.sync_apply_duration = self.base.histogram(
+            "meridian.sync.apply.duration", "s", "Time to apply one sync reply (changes) or snapshot to the replica."
         )
         self._activity: Activity | None = None
         self._drone: Drone | None = None
@@ -91,7 +82,7 @@ class EdgeTelemetry:
              "Proxied exchanges in flight: HTTP requests being answered and WebSocket sessions."),
             ("meridian.edge.client_connections", self._clients, "{connection}",
              "Open client connections on the edge's port (fast path and aiohttp)."),
-            ("meridian.backends", self._backends, "{backend}", "Backends this node runs, by state."),
+            ("meridian.backends", self._backends, "{backend}", "Backends this node runs (not terminated), by state."),
             ("meridian.sync.applied_version", self._applied, "{version}", "Version the replica holds."),
             ("meridian.sync.reachable", self._reachable, "1", "1 while the control plane answers the sync loop."),
             ("meridian.sync.staleness", self._staleness, "s",
@@ -150,10 +141,11 @@ class EdgeTelemetry:
     def _backends(self, _: CallbackOptions) -> Iterable[Observation]:
         if self._drone is None:
             return []
-        counts = dict.fromkeys((s.value for s in BackendStatus if s is not BackendStatus.SCHEDULED), 0)
+        counts = dict.fromkeys((BackendStatus.STARTING, BackendStatus.READY, BackendStatus.DRAINING), 0)
         for local in list(self._drone.local.values()):
-            counts[local.status.value] = counts.get(local.status.value, 0) + 1
-        return [Observation(n, {"state": state}) for state, n in counts.items()]
+            if local.status in counts:
+                counts[local.status] += 1
+        return [Observation(n, {"state": state.value}) for state, n in counts.items()]
 
     def _applied(self, _: CallbackOptions) -> Iterable[Observation]:
         version = None if self._replica is None else self._replica.applied_version
@@ -200,10 +192,9 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     if tel is None:
         return await handler(request)
     method = request.method if request.method in KNOWN_METHODS else "_OTHER"
-    active = {"http.request.method": method}
     started = time.perf_counter()
     status = 500
-    tel.active_requests.add(1, active)
+    tel.active_requests.begin(method)
     try:
         if tel.tracing:
             response = await _traced(tel, request, handler, method)
@@ -215,7 +206,7 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
         status = exc.status
         raise
     finally:
-        tel.active_requests.add(-1, active)
+        tel.active_requests.end(method)
         attributes: dict[str, Any] = {"http.request.method": method, "http.response.status_code": status}
         route = _route(request)
         if route is not None:
@@ -224,7 +215,7 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
 
 
 async def _traced(tel: EdgeTelemetry, request: web.Request, handler: Handler, method: str) -> web.StreamResponse:
-    parent = telemetry.extract({k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))})
+    parent = telemetry.extract({"traceparent": request.headers.get("traceparent", "")})
     route = _route(request)
     with tel.tracer.start_as_current_span(
         f"{method} {route}" if route else method,

@@ -105,11 +105,14 @@ def test_a_client_traceparent_is_continued_and_a_malformed_one_ignored(
     assert _one(trace, service="meridian-edge", name="POST /v1/connect", kind=2).parent_id == parent
 
     for bad in ("garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "00-" + "a" * 4000):
+        attack = {"traceparent": bad, "tracestate": "bad key=v" + ",x=y" * 40}
         r = httpx.post(f"{edge}/v1/connect", json={"key": "continued", "template": "demo"},
-                       headers={**AUTH, "traceparent": bad}, timeout=30)  # fmt: skip
+                       headers={**AUTH, **attack}, timeout=30)  # fmt: skip
         assert r.status_code == 200, (bad[:20], r.text)
-        r = httpx.get(f"{traced_cluster.control_url}/healthz", headers={"traceparent": bad}, timeout=30)
+        r = httpx.get(f"{traced_cluster.control_url}/healthz", headers=attack, timeout=30)
         assert r.status_code == 200
+    logs = "".join(p.read_text() for p in (traced_cluster.data_dir / "logs").iterdir())
+    assert "opentelemetry" not in logs, "what a client sends in trace headers must not reach the logs"
 
 
 def test_both_processes_export_their_metrics_and_no_secret_leaves_them(

@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api
+from edge import keys, local_api, status_stream
 from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
-from edge.fastpath import ClientProtocol, FastPath
+from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
@@ -86,9 +87,11 @@ async def send_heartbeat(app: web.Application) -> None:
         backends=app[keys.DRONE].reports(),
     )
     try:
-        await app[keys.CONTROL].heartbeat(hb)
+        answer = await app[keys.CONTROL].heartbeat(hb)
     except MeridianError as exc:
         log.warning("heartbeat failed: %s", exc.message)
+        return
+    app[keys.DRAIN].update(answer.draining)
 
 
 async def _heartbeat_forever(app: web.Application) -> None:
@@ -137,6 +140,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
         drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
+        app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
         app[keys.SYNC_LOOP] = SyncLoop(
             SyncClient(settings.control_url, settings.token, session=session), tel.traced_sink(replica)
@@ -181,6 +185,12 @@ async def _drone(app: web.Application) -> None:
     await app[keys.DRONE].run()
 
 
+async def _drain(app: web.Application) -> None:
+    await stop_idle_while_draining(
+        app[keys.DRAIN], app[keys.DRONE], app[keys.ACTIVITY], app[keys.SETTINGS].idle_check_s
+    )
+
+
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
         middlewares=[telemetry_middleware, errors_middleware, subdomain_middleware], client_max_size=1 << 20
@@ -189,10 +199,12 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
     app.cleanup_ctx.append(_owned_task(_drone, "drone"))
+    app.cleanup_ctx.append(_owned_task(_drain, "drain"))
     app.cleanup_ctx.append(_owned_task(_heartbeat_forever, "heartbeat"))
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
+    app.router.add_get("/v1/status/{token}", status_stream.status_stream)
     app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
@@ -207,14 +219,20 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
         drone=app[keys.DRONE],
         activity=app[keys.ACTIVITY],
-        max_body_bytes=settings.max_body_bytes,
+        limits=Limits(
+            max_body_bytes=settings.max_body_bytes,
+            head_timeout_s=settings.head_timeout_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+            max_connections=settings.max_client_connections,
+        ),
     )
+    app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server

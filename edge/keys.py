@@ -7,6 +7,7 @@ from aiohttp import web
 
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.drain import DrainState
 from edge.drone import Drone
 from edge.proxy import Proxy
 from edge.replica import Replica
@@ -22,3 +23,4 @@ ACTIVITY = web.AppKey("activity", Activity)
 DRONE = web.AppKey("drone", Drone)
 SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
 PROXY = web.AppKey("proxy", Proxy)
+DRAIN = web.AppKey("drain", DrainState)

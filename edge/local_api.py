@@ -35,8 +35,16 @@ async def status(request: web.Request) -> web.Response:
             "control_plane": "reachable" if loop.reachable else "unreachable",
             "last_sync_at": last.isoformat() if last else None,
             "backends_running": app[app_keys.DRONE].running(),
+            "fast_path_share": _fast_path_share(app),
+            "draining": app[app_keys.DRAIN].draining,
         }
     )
+
+
+def _fast_path_share(app: web.Application) -> float | None:
+    """Of the proxied requests the raw-transport path saw, the share it served (not handed over)."""
+    fast = app[app_keys.PROXY].fast_path
+    return None if fast is None else fast.fast_path_share()
 
 
 async def _read_connect(request: web.Request) -> ConnectRequest:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
+
 
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
@@ -26,7 +28,18 @@ class EdgeSettings(BaseSettings):
         default_factory=list,
         description="Peers (load balancers) whose X-Forwarded-* headers the edge appends to, not replaces.",
     )
-    max_body_bytes: int = Field(default=10 << 20, ge=1024, description="Largest proxied request body.")
+    max_body_bytes: int = Field(
+        default=10 << 20, ge=1024, description="Largest proxied request body (a template may allow more)."
+    )
+    head_timeout_s: float = Field(
+        default=REQUEST_HEAD_TIMEOUT_S, gt=0, description="A client's request head must be complete within this."
+    )
+    keepalive_timeout_s: float = Field(
+        default=KEEPALIVE_IDLE_S, gt=0, description="An idle kept-alive client connection is closed after this."
+    )
+    max_client_connections: int = Field(
+        default=20_000, ge=1, description="Most open client connections (WebSockets included); more get 503."
+    )
     ready_wait_s: float = Field(
         default=30.0, gt=0, description="How long a request waits for a starting backend before 503."
     )

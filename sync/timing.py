@@ -48,6 +48,16 @@ METRICS_READ_TIMEOUT_S: float = 2.0
 TELEMETRY_SHUTDOWN_S: float = 2.0
 """Longest a stopping process waits for its last telemetry export (a dead endpoint must not hold it up)."""
 
+REQUEST_HEAD_TIMEOUT_S: float = 10.0
+"""An edge closes a client connection whose request head is not complete this long after it began."""
+
+KEEPALIVE_IDLE_S: float = 75.0
+"""An edge closes a kept-alive client connection idle this long between requests."""
+
+DRAIN_IDLE_AFTER_S: float = 10.0
+"""On a draining node, a backend with no open connection this long is stopped (sooner than its
+template's idle timeout when that is longer): draining empties a node as fast as its users allow."""
+
 FLEET_EVENTS_CHECK_S: float = 1.0
 """How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
 

@@ -49,7 +49,7 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
-    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)
+    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results, draining=node["draining"])
 
 
 def _moves(row: asyncpg.Record, report: StatusReport, node_id: str) -> bool:

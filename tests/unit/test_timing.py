@@ -16,6 +16,14 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.METRICS_READ_TIMEOUT_S < timing.METRICS_REFRESH_S
     # A stop waits for its last export for less time than a heartbeat would take to notice it.
     assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
+    # A slow request head is cut well before an idle kept-alive connection would be.
+    assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
+
+
+def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
+    # The edge learns of a drain from a heartbeat; a backend handed out just before must survive the
+    # moment between its URL being answered and the user opening it.
+    assert timing.HEARTBEAT_INTERVAL_S * 2 <= timing.DRAIN_IDLE_AFTER_S < timing.KEY_FAILOVER_AFTER_S
 
 
 def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:

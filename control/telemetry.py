@@ -9,7 +9,6 @@ id or token reaches a label or span name and the number of series stays bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -27,10 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.http.deps import requires
+from control.loop_service import LoopService
+from control.loop_service import running as running_services
 from control.telemetry_fleet import FleetGauges
 from sync import telemetry
 from sync.errors import MeridianError
 from sync.models import Scope as TokenScope
+from sync.timing import METRICS_REFRESH_S
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +197,13 @@ async def metrics(request: Request) -> Response:
 async def running(tel: ControlTelemetry, pool: asyncpg.Pool) -> AsyncIterator[None]:
     """While the app runs: fleet gauges kept fresh for OTLP export; on the way out, the last export
     (bounded, off the event loop)."""
-    refresher = asyncio.create_task(tel.fleet.run(pool), name="fleet-gauges") if tel.base.exporting_metrics else None
+    services = []
+    if tel.base.exporting_metrics:
+        services.append(LoopService("fleet-gauges", METRICS_REFRESH_S, lambda: tel.fleet.refresh(pool), run_first=True))
     try:
-        yield
+        async with running_services(*services):
+            yield
     finally:
-        if refresher is not None:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
         await asyncio.to_thread(tel.shutdown)
 
 

@@ -22,7 +22,7 @@ import asyncpg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from control.db import TRANSIENT_ERRORS, Conn
-from sync.timing import METRICS_READ_TIMEOUT_S, METRICS_REFRESH_S, NODE_LOST_AFTER_S
+from sync.timing import METRICS_READ_TIMEOUT_S, NODE_LOST_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,6 @@ class FleetGauges:
             log.debug("fleet gauges not refreshed: %s", type(exc).__name__)
         finally:
             self._refreshing = None
-
-    async def run(self, pool: asyncpg.Pool, interval_s: float = METRICS_REFRESH_S) -> None:
-        """Refresh forever (only while metrics are exported over OTLP)."""
-        while True:
-            await self.refresh(pool)
-            await asyncio.sleep(interval_s)
 
     # ---- callbacks (no I/O: they read the last sample) ---------------------------------------
 

@@ -30,6 +30,7 @@ from edge.replica import Replica
 from edge.settings import EdgeSettings
 from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
+from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
@@ -118,6 +119,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
     proxy_session = proxy_client_session()
+    endpoints = settings.control_endpoints()  # one view of the control planes for every client
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
     try:
         app[keys.SESSION] = session
@@ -125,7 +127,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
         # Built off the loop: the SDK's resource detection and exporter imports block.
         tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
-        control = ControlClient(settings.control_url, settings.token, session)
+        control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
@@ -142,9 +144,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(
-            SyncClient(settings.control_url, settings.token, session=session), tel.traced_sink(replica)
-        )
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -172,6 +172,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     finally:
         await proxy_session.close()
         await session.close()
+        if isinstance(endpoints, SrvEndpoints):
+            await endpoints.close()
         await asyncio.to_thread(replica.close)
         if TELEMETRY in app:
             await asyncio.to_thread(app[TELEMETRY].shutdown)

@@ -119,7 +119,7 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
     claims = tokens.ConnectionClaims(backend["id"], body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
     token = tokens.sign(claims, key["id"], key["secret"])
     edge_url = region["edge_url"].rstrip("/")
-    control_url = app[app_keys.SETTINGS].control_url.rstrip("/")
+    control_url = app[app_keys.CONTROL].base_url
     return {
         "backend_id": backend["id"],
         "key": backend["key"],

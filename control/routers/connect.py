@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from control.db import translate_db_errors
 from control.http.deps import ReaderCaller, State
 from control.services import connect as connect_service
 from control.services.auth import Caller
@@ -66,10 +65,8 @@ async def connect(
         default_region=state.settings.placement.default_region,
         explain=explain,
     )
-    async with connect_outcome(request) as outcome, translate_db_errors():
-        answer = await connect_service.connect(
-            state.pool, state.placer, state.fleet, state.flights, state.keyring, body, ctx
-        )
+    async with connect_outcome(request) as outcome:
+        answer = await connect_service.connect(state.connect, body, ctx)
         outcome.value = "spawned" if answer.spawned else "existing"
     if not answer.placement.ranking:
         answer.placement.ranking = None

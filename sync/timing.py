@@ -51,6 +51,9 @@ template's idle timeout when that is longer): draining empties a node as fast as
 FLEET_EVENTS_CHECK_S: float = 1.0
 """How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
 
+FLEET_EVENTS_MIN_INTERVAL_S: float = 0.5
+"""The fleet stream reads the state at most this often, however fast versions move (one read per burst)."""
+
 FLEET_EVENTS_KEEPALIVE_S: float = 15.0
 """The fleet stream sends a comment line after this much silence, so proxies keep it open."""
 

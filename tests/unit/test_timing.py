@@ -24,4 +24,5 @@ def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
 def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:
     assert timing.FLEET_EVENTS_CHECK_S >= 1.0
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
+    assert timing.FLEET_EVENTS_MIN_INTERVAL_S < timing.FLEET_EVENTS_CHECK_S
     assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S

@@ -11,13 +11,14 @@ from fastapi import FastAPI
 from control.db import create_pool
 from control.http import errors
 from control.http.limits import BodyLimitMiddleware
+from control.loop_service import running
 from control.migrate import migrate
 from control.notifier import VersionNotifier
 from control.placement import GeoLocator, Placer
 from control.routers import backends, connect, fleet, health, nodes, placement, regions, templates, tokens, ui
 from control.routers import sync as sync_routes
 from control.services.auth import ensure_token
-from control.services.failover import failover_task
+from control.services.failover import failover_service
 from control.services.signing import Keyring, ensure_active_key
 from control.services.sync_runtime import sync_runtime
 from control.settings import ControlSettings
@@ -60,7 +61,10 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
                 settings=settings, pool=pool, notifier=notifier, keyring=keyring, placer=placer
             )
             try:
-                async with sync_runtime(settings.sync, pool, notifier) as app.state.sync, failover_task(pool):
+                async with (
+                    sync_runtime(settings.sync, pool, notifier) as app.state.sync,
+                    running(failover_service(pool)),
+                ):
                     yield
             finally:
                 await notifier.stop()

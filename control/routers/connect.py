@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from control.db import translate_db_errors
 from control.http.deps import ReaderCaller, State
 from control.services import connect as connect_service
 from control.services.auth import Caller
@@ -65,10 +64,7 @@ async def connect(
         default_region=state.settings.placement.default_region,
         explain=explain,
     )
-    async with translate_db_errors():
-        answer = await connect_service.connect(
-            state.pool, state.placer, state.fleet, state.flights, state.keyring, body, ctx
-        )
+    answer = await connect_service.connect(state.connect, body, ctx)
     if not answer.placement.ranking:
         answer.placement.ranking = None
     return answer

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from edge import keys, local_api, status_stream
+from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.cors import cors_middleware
@@ -28,7 +29,9 @@ from edge.forwarding import ForwardingPolicy, redacted
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
+from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
@@ -117,12 +120,15 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
     proxy_session = proxy_client_session()
+    endpoints = settings.control_endpoints()  # one view of the control planes for every client
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
     try:
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
-        control = ControlClient(settings.control_url, settings.token, session)
+        # Built off the loop: the SDK's resource detection and exporter imports block.
+        tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
+        control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
@@ -135,11 +141,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
         )
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
-        drone.attach(executor)
+        drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(settings.control_url, settings.token, session=session), replica)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -156,6 +162,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         yield
         await executor.close()
         # Tell the control plane those backends are gone, so their keys are free at once rather
@@ -166,7 +173,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     finally:
         await proxy_session.close()
         await session.close()
+        if isinstance(endpoints, SrvEndpoints):
+            await endpoints.close()
         await asyncio.to_thread(replica.close)
+        if TELEMETRY in app:
+            await asyncio.to_thread(app[TELEMETRY].shutdown)
 
 
 async def _sync(app: web.Application) -> None:
@@ -185,7 +196,8 @@ async def _drain(app: web.Application) -> None:
 
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware, errors_middleware, subdomain_middleware], client_max_size=1 << 20
+        middlewares=[telemetry_middleware, cors_middleware, errors_middleware, subdomain_middleware],
+        client_max_size=1 << 20,
     )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
@@ -197,6 +209,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
     app.router.add_get("/v1/status/{token}", status_stream.status_stream)
+    app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -226,6 +239,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
+    aiohttp_server = runner.server
+    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.discovery import ControlEndpoints, endpoints_for
 from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
 
 
@@ -14,7 +15,15 @@ class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
-    control_url: str = Field(description="Base URL of the control plane.")
+    control_url: str = Field(
+        description="The control plane: http(s)://HOST[:PORT], or dns+srv://NAME[?scheme=https] to find "
+        "it by DNS SRV records (e.g. dns+srv://_meridian-control._tcp.example.com.), failing over "
+        "across them."
+    )
+    dns_nameservers: list[str] | None = Field(
+        default=None,
+        description="DNS servers (IP or IP:PORT) for dns+srv:// control URLs; default: the system's.",
+    )
     token: str = Field(description="API token with the `edge` scope.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8701, ge=0, le=65535, description="Port the HTTP server binds.")
@@ -51,6 +60,15 @@ class EdgeSettings(BaseSettings):
     )
     stop_grace_s: float = Field(default=5.0, gt=0, description="SIGTERM → SIGKILL grace for backends.")
     idle_check_s: float = Field(default=1.0, gt=0, description="How often idle and lifetime limits are checked.")
+
+    @field_validator("control_url")
+    @classmethod
+    def _control_url_has_a_known_form(cls, value: str) -> str:
+        endpoints_for(value)  # raises ValueError, which names what is wrong
+        return value.rstrip("/")
+
+    def control_endpoints(self) -> ControlEndpoints:
+        return endpoints_for(self.control_url, nameservers=self.dns_nameservers)
 
     def effective_public_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://{self.host}:{bound_port}").rstrip("/")

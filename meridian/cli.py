@@ -93,6 +93,10 @@ def edge_serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="An origin allowed to call /v1/connect from a browser (repeatable).")
     ] = None,
+    dns_server: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve an edge node: sync, proxy, run backends, heartbeat."""
@@ -115,6 +119,7 @@ def edge_serve(
             edge_domain=edge_domain,
             internal_url=internal_url,
             cors_origins=cors_origin or [],
+            **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
         )
         if max_body_bytes is not None:
             settings = settings.model_copy(update={"max_body_bytes": max_body_bytes})

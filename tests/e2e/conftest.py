@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # re-exported for the browser tests here
+
+__all__ = ["ADMIN", "CHROMIUM", "CHROMIUM_ARGS", "REGIONS", "npm"]
 
 ADMIN = "e2e-admin-token-0123456789"
 REGIONS = ["eu-west", "us-east", "ap-northeast"]
 TS_PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "typescript"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,24 @@ import aiohttp
 from aiohttp import web
 
 from edge import keys, local_api, status_stream
+from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.cors import cors_middleware
 from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
 from edge.fastpath import ClientProtocol, FastPath, Limits
-from edge.forwarding import ForwardingPolicy
+from edge.forwarding import ForwardingPolicy, redacted
 from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.offline_connect import OfflineConnect
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
+from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
@@ -63,7 +67,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        log.exception("unhandled error serving %s", request.path)
+        log.exception("unhandled error serving %s %s", request.method, redacted(request.path))
         return _error_response(InternalError("internal error"))
 
 
@@ -81,7 +85,7 @@ async def send_heartbeat(app: web.Application) -> None:
     hb = HeartbeatIn(
         node_id=app[keys.NODE_ID],
         region=settings.region,
-        address=public_url,
+        address=settings.effective_internal_url(settings.port),  # what other edges dial
         edge_url=public_url,
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
@@ -122,6 +126,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
     proxy_session = proxy_client_session()
+    endpoints = settings.control_endpoints()  # one view of the control planes for every client
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
     journal = await asyncio.to_thread(Journal.open, settings.data_dir / "journal")
     try:
@@ -129,7 +134,9 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
-        control = ControlClient(settings.control_url, settings.token, session)
+        # Built off the loop: the SDK's resource detection and exporter imports block.
+        tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
+        control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
@@ -144,11 +151,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             online=lambda: app[keys.SYNC_LOOP].reachable,
         )
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
-        drone.attach(executor)
+        drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(settings.control_url, settings.token, session=session), replica)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -165,6 +172,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         drone.add_stop_listener(app[keys.PROXY].on_backend_stopping)
         app[keys.OFFLINE] = OfflineConnect(
             replica=replica,
@@ -189,8 +197,12 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     finally:
         await proxy_session.close()
         await session.close()
+        if isinstance(endpoints, SrvEndpoints):
+            await endpoints.close()
         await asyncio.to_thread(replica.close)
         await asyncio.to_thread(journal.close)
+        if TELEMETRY in app:
+            await asyncio.to_thread(app[TELEMETRY].shutdown)
 
 
 async def _sync(app: web.Application) -> None:
@@ -212,7 +224,10 @@ async def _drain(app: web.Application) -> None:
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[telemetry_middleware, cors_middleware, errors_middleware, subdomain_middleware],
+        client_max_size=1 << 20,
+    )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
@@ -224,6 +239,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
     app.router.add_get("/v1/status/{token}", status_stream.status_stream)
+    app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -253,6 +269,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
+    aiohttp_server = runner.server
+    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

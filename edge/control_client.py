@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 
+from sync.discovery import ControlEndpoints, endpoints_for, with_failover
 from sync.errors import ControlPlaneUnreachable, MeridianError, error_from_body
 from sync.models import HeartbeatIn, HeartbeatOut, StatusReport
 from sync.offline import ReplayIn, ReplayOut
@@ -14,21 +15,46 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
 
 
 class ControlClient:
-    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession) -> None:
-        self.base_url = base_url.rstrip("/")
+    """`base_url` is a URL or endpoints shared with the sync client (`dns+srv://` names several
+    control planes): a call that reaches none of them fails over to the next at once."""
+
+    def __init__(self, base_url: str | ControlEndpoints, token: str, session: aiohttp.ClientSession) -> None:
+        self._endpoints = endpoints_for(base_url) if isinstance(base_url, str) else base_url
         self._auth = {"Authorization": f"Bearer {token}"}
         self._session = session
 
-    async def _post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    @property
+    def base_url(self) -> str:
+        """The control plane preferred now (the one that answered last)."""
+        return self._endpoints.preferred
+
+    async def _post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None, *, idempotent: bool = True
+    ) -> tuple[int, Any]:
+        status, payload, _ = await self._post_answer(path, body, headers, idempotent=idempotent)
+        return status, payload
+
+    async def _post_answer(
+        self, path: str, body: Any, headers: dict[str, str] | None = None, *, idempotent: bool = True
+    ) -> tuple[int, Any, str | None]:
+        async def once(base_url: str) -> tuple[int, Any, str | None]:
+            return await self._post_to(base_url + path, body, headers)
+
+        return await with_failover(self._endpoints, once, idempotent=idempotent)
+
+    async def _post_to(self, url: str, body: Any, headers: dict[str, str] | None) -> tuple[int, Any, str | None]:
         try:
             async with self._session.post(
-                self.base_url + path, json=body, headers={**self._auth, **(headers or {})}, timeout=REQUEST_TIMEOUT
+                url, json=body, headers={**self._auth, **(headers or {})}, timeout=REQUEST_TIMEOUT
             ) as resp:
                 try:
                     payload = await resp.json(content_type=None)
                 except ValueError:
                     payload = None
-                return resp.status, payload
+                retry_after = resp.headers.get("Retry-After")
+                if retry_after is not None and not retry_after.isdigit():
+                    retry_after = None  # only delta-seconds is passed on
+                return resp.status, payload, retry_after
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ControlPlaneUnreachable(f"control plane unreachable: {exc}") from exc
 
@@ -45,20 +71,8 @@ class ControlClient:
 
     async def connect(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, str | None]:
         """Forward a connect; returns the control plane's status, body and Retry-After as they are."""
-        try:
-            async with self._session.post(
-                self.base_url + "/v1/connect", json=body, headers={**self._auth, **headers}, timeout=REQUEST_TIMEOUT
-            ) as resp:
-                try:
-                    payload = await resp.json(content_type=None)
-                except ValueError:
-                    payload = None
-                retry_after = resp.headers.get("Retry-After")
-                if retry_after is not None and not retry_after.isdigit():
-                    retry_after = None  # only delta-seconds is passed on
-                return resp.status, payload, retry_after
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ControlPlaneUnreachable(f"control plane unreachable: {exc}") from exc
+        # A keyed connect is setdefault: sending it again elsewhere cannot make a second backend.
+        return await self._post_answer("/v1/connect", body, headers, idempotent=body.get("key") is not None)
 
     async def replay(self, node_id: str, replay: ReplayIn) -> ReplayOut:
         """Hand the journal's pending entries to the control plane (POST /v1/nodes/{id}/journal)."""

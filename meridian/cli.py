@@ -88,6 +88,13 @@ def edge_serve(
         str | None, typer.Option(envvar="MERIDIAN_EDGE_PUBLIC_URL", help="URL users reach this edge at.")
     ] = None,
     edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
+    shutdown_drain_s: Annotated[
+        float,
+        typer.Option(
+            envvar="MERIDIAN_EDGE_SHUTDOWN_DRAIN_S",
+            help="On SIGTERM, drain for up to this many seconds before stopping backends (0: at once).",
+        ),
+    ] = 0.0,
     dns_server: Annotated[
         list[str] | None,
         typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
@@ -112,6 +119,7 @@ def edge_serve(
             capacity=capacity,
             public_url=public_url,
             edge_domain=edge_domain,
+            shutdown_drain_s=shutdown_drain_s,
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
         )
     except ValidationError as exc:

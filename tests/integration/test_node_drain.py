@@ -387,7 +387,7 @@ async def test_sigterm_to_meridian_edge_serve_drains_then_exits(
             async def draining() -> bool:
                 return bool((await admin.get("/v1/regions")).json()[0]["nodes"][0]["draining"])
 
-            await _eventually(draining)
+            await _eventually(draining, 30)
             await ws.send_str("through the drain")
             assert (await ws.receive(timeout=10)).data == "through the drain"
             assert edge.returncode is None

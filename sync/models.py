@@ -247,6 +247,8 @@ class HeartbeatIn(Strict):
     applied_version: NonNegativeInt63
     edge_url: Url | None = None
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
+    shutting_down: StrictBool = False
+    """The edge is draining itself before it exits: give it no new backends."""
 
 
 NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"

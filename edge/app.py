@@ -17,16 +17,19 @@ import aiohttp
 from aiohttp import web
 
 from edge import keys, local_api, status_stream
+from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
-from edge.drain import DrainState, stop_idle_while_draining
+from edge.cors import cors_middleware
+from edge.drain import DrainState, drain_before_exit, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors import ProcessExecutor
 from edge.fastpath import ClientProtocol, FastPath, Limits
-from edge.forwarding import ForwardingPolicy
+from edge.forwarding import ForwardingPolicy, redacted
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
 from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
@@ -61,7 +64,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        log.exception("unhandled error serving %s", request.path)
+        log.exception("unhandled error serving %s %s", request.method, redacted(request.path))
         return _error_response(InternalError("internal error"))
 
 
@@ -79,11 +82,12 @@ async def send_heartbeat(app: web.Application) -> None:
     hb = HeartbeatIn(
         node_id=app[keys.NODE_ID],
         region=settings.region,
-        address=public_url,
+        address=settings.effective_internal_url(settings.port),  # what other edges dial
         edge_url=public_url,
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
         backends=app[keys.DRONE].reports(),
+        shutting_down=app[keys.DRAIN].shutting_down,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -123,6 +127,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
+        # Built off the loop: the SDK's resource detection and exporter imports block.
+        tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
         control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
@@ -136,11 +142,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
         )
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
-        drone.attach(executor)
+        drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), replica)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -157,6 +163,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         yield
         await executor.close()
         # Tell the control plane those backends are gone, so their keys are free at once rather
@@ -170,6 +177,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         if isinstance(endpoints, SrvEndpoints):
             await endpoints.close()
         await asyncio.to_thread(replica.close)
+        if TELEMETRY in app:
+            await asyncio.to_thread(app[TELEMETRY].shutdown)
 
 
 async def _sync(app: web.Application) -> None:
@@ -186,8 +195,27 @@ async def _drain(app: web.Application) -> None:
     )
 
 
+async def _drain_before_exit(app: web.Application, timeout_s: float) -> bool:
+    return await drain_before_exit(app[keys.DRAIN], app[keys.DRONE], lambda: send_heartbeat(app), timeout_s)
+
+
+async def _drain_unless_signalled_again(app: web.Application, timeout_s: float, stop: asyncio.Event) -> None:
+    stop.clear()  # a second SIGTERM or Ctrl-C cuts the drain short
+    drained = asyncio.create_task(_drain_before_exit(app, timeout_s))
+    signalled = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([drained, signalled], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (drained, signalled):
+            task.cancel()
+        await asyncio.gather(drained, signalled, return_exceptions=True)
+
+
 def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[telemetry_middleware, cors_middleware, errors_middleware, subdomain_middleware],
+        client_max_size=1 << 20,
+    )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
@@ -198,6 +226,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
     app.router.add_get("/v1/status/{token}", status_stream.status_stream)
+    app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -227,6 +256,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
+    aiohttp_server = runner.server
+    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024
@@ -268,6 +299,8 @@ def serve(settings: EdgeSettings) -> None:
         gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
         try:
             await stop.wait()
+            if settings.shutdown_drain_s > 0:
+                await _drain_unless_signalled_again(edge.app, settings.shutdown_drain_s, stop)
         finally:
             await edge.stop()
 

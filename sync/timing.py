@@ -38,6 +38,16 @@ DB_RETRY_AFTER_S: float = 2.0
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
 
+METRICS_REFRESH_S: float = 10.0
+"""How often the control plane re-reads its fleet gauges while exporting metrics over OTLP (a
+`/metrics` scrape reads them itself)."""
+
+METRICS_READ_TIMEOUT_S: float = 2.0
+"""Longest a read of the fleet gauges may take; past it the previous numbers are served."""
+
+TELEMETRY_SHUTDOWN_S: float = 2.0
+"""Longest a stopping process waits for its last telemetry export (a dead endpoint must not hold it up)."""
+
 REQUEST_HEAD_TIMEOUT_S: float = 10.0
 """An edge closes a client connection whose request head is not complete this long after it began."""
 
@@ -56,6 +66,9 @@ FLEET_EVENTS_MIN_INTERVAL_S: float = 0.5
 
 FLEET_EVENTS_KEEPALIVE_S: float = 15.0
 """The fleet stream sends a comment line after this much silence, so proxies keep it open."""
+
+EXIT_DRAIN_CHECK_S: float = 0.2
+"""How often an edge draining itself before it exits looks whether it is empty yet."""
 
 DISCOVERY_MIN_TTL_S: float = 5.0
 """Shortest time a DNS SRV answer for the control plane is kept (a TTL of 0 would mean a query per call)."""

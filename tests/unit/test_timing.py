@@ -11,6 +11,11 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
     # Cached API-token lookups must expire long before a connection token does.
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
+    # Fleet gauges are re-read more often than a node takes to be lost, so the gauges show it.
+    assert timing.METRICS_REFRESH_S <= timing.NODE_LOST_AFTER_S
+    assert timing.METRICS_READ_TIMEOUT_S < timing.METRICS_REFRESH_S
+    # A stop waits for its last export for less time than a heartbeat would take to notice it.
+    assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
     # A slow request head is cut well before an idle kept-alive connection would be.
     assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
 

@@ -11,6 +11,8 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
     # Cached API-token lookups must expire long before a connection token does.
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
+    # A deleted API token is refused by every control plane as soon as by every edge.
+    assert timing.AUTH_CACHE_TTL_S <= timing.TOKEN_REVOCATION_PROPAGATION_S
     # A slow request head is cut well before an idle kept-alive connection would be.
     assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from control import telemetry
 from control.db import create_pool
 from control.http import errors
 from control.http.limits import BodyLimitMiddleware
@@ -44,7 +45,11 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = settings.database
         pool = await create_pool(
-            database_url, min_size=db.pool_min, max_size=db.pool_max, command_timeout=db.command_timeout_s
+            database_url,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            command_timeout=db.command_timeout_s,
+            on_connect=tel.on_db_connection,
         )
         try:
             async with pool.acquire() as conn:
@@ -64,6 +69,7 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
                 async with (
                     sync_runtime(settings.sync, pool, notifier) as app.state.sync,
                     running(failover_service(pool)),
+                    telemetry.running(tel, pool),
                 ):
                     yield
             finally:
@@ -80,4 +86,5 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
     for module in (health, regions, templates, connect, placement, fleet, backends, nodes, tokens, sync_routes, ui):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    tel = telemetry.install(app)
     return app

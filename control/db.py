@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeAlias
 
 import asyncpg
@@ -35,13 +36,27 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+    on_connect: Callable[[asyncpg.Connection], None] | None = None,
+) -> asyncpg.Pool:
+    """`on_connect` sees each new connection once (telemetry registers its query logger there)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if on_connect is not None:
+            on_connect(conn)
+
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
-        init=_init_connection,
+        init=init,
         max_inactive_connection_lifetime=60.0,
     )
 

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from edge import keys, local_api, status_stream
+from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drain import DrainState, stop_idle_while_draining
@@ -27,6 +28,7 @@ from edge.forwarding import ForwardingPolicy
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
 from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
@@ -123,6 +125,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
+        # Built off the loop: the SDK's resource detection and exporter imports block.
+        tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
         control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
@@ -136,11 +140,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
         )
         executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
-        drone.attach(executor)
+        drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), replica)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -157,6 +161,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         yield
         await executor.close()
         # Tell the control plane those backends are gone, so their keys are free at once rather
@@ -170,6 +175,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         if isinstance(endpoints, SrvEndpoints):
             await endpoints.close()
         await asyncio.to_thread(replica.close)
+        if TELEMETRY in app:
+            await asyncio.to_thread(app[TELEMETRY].shutdown)
 
 
 async def _sync(app: web.Application) -> None:
@@ -187,7 +194,9 @@ async def _drain(app: web.Application) -> None:
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[telemetry_middleware, errors_middleware, subdomain_middleware], client_max_size=1 << 20
+    )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
@@ -198,6 +207,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
     app.router.add_get("/v1/status/{token}", status_stream.status_stream)
+    app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -227,6 +237,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
+    aiohttp_server = runner.server
+    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from edge import keys as app_keys
 from edge.access import active_signing_key, api_caller, confined_connect
+from edge.telemetry import connect_outcome, control_call
 from sync import tokens
 from sync.errors import BadRequest, ControlPlaneUnreachable, PayloadTooLarge
 from sync.models import BackendStatus, ConnectRequest, Scope
@@ -59,6 +60,17 @@ async def _read_connect(request: web.Request) -> ConnectRequest:
 
 
 async def connect(request: web.Request) -> web.Response:
+    with connect_outcome(request.app) as outcome:
+        response = await _connect(request)
+        outcome.value = request.get(CONNECT_OUTCOME, "forwarded")
+        return response
+
+
+CONNECT_OUTCOME = web.RequestKey("connect_outcome", str)
+"""How `_connect` answered, for the connect metric: `replica`, `forwarded`, or the control plane's error code."""
+
+
+async def _connect(request: web.Request) -> web.Response:
     app = request.app
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
@@ -66,6 +78,7 @@ async def connect(request: web.Request) -> web.Response:
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:
+            request[CONNECT_OUTCOME] = "replica"
             return web.json_response(answer)
     trusted = set(caller["scopes"]) & {Scope.ADMIN.value, Scope.EDGE.value}
     forwarded = body.model_dump(mode="json", exclude_none=True)
@@ -77,12 +90,15 @@ async def connect(request: web.Request) -> web.Response:
         "X-Meridian-Caller": caller["token_id"],
     }
     try:
-        status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
+        with control_call(app, "POST /v1/connect", headers):
+            status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
     except ControlPlaneUnreachable as exc:
         raise ControlPlaneUnreachable(
             "the control plane is unreachable and this key has no live backend known to this edge",
             retry_after_s=2.0,
         ) from exc
+    if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        request[CONNECT_OUTCOME] = str(payload["error"].get("code", status_code))[:64]
     return web.json_response(payload, status=status_code)
 
 

@@ -39,6 +39,16 @@ DB_RETRY_AFTER_S: float = 2.0
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
 
+METRICS_REFRESH_S: float = 10.0
+"""How often the control plane re-reads its fleet gauges while exporting metrics over OTLP (a
+`/metrics` scrape reads them itself)."""
+
+METRICS_READ_TIMEOUT_S: float = 2.0
+"""Longest a read of the fleet gauges may take; past it the previous numbers are served."""
+
+TELEMETRY_SHUTDOWN_S: float = 2.0
+"""Longest a stopping process waits for its last telemetry export (a dead endpoint must not hold it up)."""
+
 REQUEST_HEAD_TIMEOUT_S: float = 10.0
 """An edge closes a client connection whose request head is not complete this long after it began."""
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from control.http.deps import ReaderCaller, State
 from control.services import connect as connect_service
 from control.services.auth import Caller, caller_by_id
+from control.telemetry import connect_outcome
 from sync.errors import BadRequest
 from sync.models import ConnectRequest, ConnectResponse, Scope
 
@@ -68,7 +69,9 @@ async def connect(
         default_region=state.settings.placement.default_region,
         explain=explain,
     )
-    answer = await connect_service.connect(state.connect, body, ctx)
+    async with connect_outcome(request) as outcome:
+        answer = await connect_service.connect(state.connect, body, ctx)
+        outcome.value = "spawned" if answer.spawned else "existing"
     if not answer.placement.ranking:
         answer.placement.ranking = None
     return answer

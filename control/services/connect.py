@@ -17,6 +17,7 @@ from control.versioning import write_transaction
 from sync.errors import KeyHeld, NoCapacity, TemplateUnknown
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
+from sync.telemetry import with_trace_context
 from sync.timing import NODE_LOST_AFTER_S
 
 
@@ -185,7 +186,7 @@ async def _spawn_transaction(
             user_id=req.user,
             secret=secrets.token_urlsafe(24),
         )
-        tx.upsert(ChangeKind.BACKEND, row["id"], row)
+        tx.upsert(ChangeKind.BACKEND, row["id"], with_trace_context(row))
         if req.key is not None:
             tx.upsert(ChangeKind.KEY, req.key, await keys.assign(conn, req.key, row["id"], fencing_token))
     wire = decision.to_wire(ranking_limit=None if ctx.explain else 0)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import UTC, datetime, timedelta
 
 from edge.replica import Replica
 from sync import tokens
+from sync.confinement import Confinement, expired
 from sync.errors import BackendGone, Forbidden, Unauthorized
-from sync.models import Scope
+from sync.models import ConnectRequest, Scope
 from sync.state import ApiTokenState, BackendState, SigningKeyState
 
 
@@ -26,9 +28,17 @@ def verify_connection_token(replica: Replica, token: str, now: float | None = No
         raise Unauthorized("invalid connection token") from exc
     for revocation in replica.revocations(claims.backend_id):
         user = revocation.user_id
-        if (user is None or user == claims.user) and claims.issued_at <= revocation.revoked_at.timestamp():
+        if (user is None or user == claims.user) and claims.issued_us <= _epoch_us(revocation.revoked_at):
             raise Unauthorized("connection token revoked")
     return claims
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (a float timestamp would round them)."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
 
 
 def backend_for(replica: Replica, claims: tokens.ConnectionClaims) -> BackendState:
@@ -50,9 +60,18 @@ def api_caller(replica: Replica, authorization: str | None, *allowed: Scope) -> 
         raise Unauthorized("expected `Authorization: Bearer <token>`")
     digest = hashlib.sha256(secret.strip().encode()).hexdigest()
     token = replica.api_token(digest)
-    if token is None or token.revoked_at is not None:
-        raise Unauthorized("unknown or revoked token")
+    if token is None or token.revoked_at is not None or expired(token.expires_at, datetime.now(UTC)):
+        raise Unauthorized("unknown, expired or revoked token")
     scopes = set(token.scopes)
     if Scope.ADMIN not in scopes and not scopes.intersection(allowed):
         raise Forbidden("this token lacks the scope for this call")
     return token
+
+
+def confined_connect(token: ApiTokenState, body: ConnectRequest) -> ConnectRequest:
+    """The connect a token may make: Forbidden outside its key prefix or templates, or for another
+    user than the one it is bound to; a bound token's connection tokens are for its user."""
+    user = Confinement.of(token.key_prefix, token.user, token.templates).connect_user(
+        body.key, body.template, body.user
+    )
+    return body if user == body.user else body.model_copy(update={"user": user})

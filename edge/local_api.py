@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge import keys as app_keys
-from edge.access import api_caller
+from edge.access import api_caller, confined_connect
 from edge.browser_urls import add_routing_urls
 from edge.offline_connect import connect_answer
 from edge.telemetry import connect_outcome, control_call
@@ -80,7 +80,7 @@ async def _connect(request: web.Request) -> web.Response:
     app = request.app
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
-    body = await _read_connect(request)
+    body = confined_connect(caller, await _read_connect(request))
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,9 +30,7 @@ def fresh_token(replica: Replica, backend_id: str, user: str | None) -> str | No
     key = active_signing_key(replica)
     if key is None:
         return None
-    now = int(time.time())
-    claims = tokens.ConnectionClaims(backend_id, user, now + int(CONNECTION_TOKEN_TTL_S), now)
-    return tokens.sign(claims, key.id, key.secret)
+    return tokens.sign(tokens.claims_now(backend_id, user, CONNECTION_TOKEN_TTL_S), key.id, key.secret)
 
 
 def connect_answer(

@@ -177,6 +177,13 @@ class ApiTokenState(State):
     hash: str
     token_id: str
     scopes: tuple[Scope, ...]
+    key_prefix: str | None = None
+    """Confinement (sync/confinement.py): only keys with this prefix."""
+    user: str | None = None
+    """Confinement: every connection token it obtains is for this user."""
+    templates: tuple[str, ...] | None = None
+    """Confinement: only these templates."""
+    expires_at: datetime | None = None
     revoked_at: datetime | None = None
 
     @property

@@ -138,9 +138,7 @@ async def test_a_token_whose_user_has_crlf_never_becomes_a_header(one_edge: Edge
     assert key is not None
     now = int(time.time())
     smuggled = "eve\r\nContent-Length: 0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x"
-    token = tokens.sign(
-        tokens.ConnectionClaims(answer["backend_id"], smuggled, now + 600, now), key.id, key.secret
-    )
+    token = tokens.sign(tokens.ConnectionClaims(answer["backend_id"], smuggled, now + 600, now), key.id, key.secret)
     conn = await RawConnection.open(one_edge.port)
     try:
         if via == "full":

@@ -16,16 +16,22 @@ async def get(conn: Conn, node_id: str) -> asyncpg.Record | None:
 
 
 async def upsert(
-    conn: Conn, node_id: str, region: str, address: str, capacity: int, applied_version: int
+    conn: Conn,
+    node_id: str,
+    region: str,
+    address: str,
+    capacity: int,
+    applied_version: int,
+    shutting_down: bool = False,
 ) -> asyncpg.Record:
     return await one(
         conn,
         f"""
-        INSERT INTO edge_nodes (id, region, address, capacity, applied_version)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
-            last_heartbeat_at = now()
+            shutting_down = EXCLUDED.shutting_down, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -33,6 +39,7 @@ async def upsert(
         address,
         capacity,
         applied_version,
+        shutting_down,
     )
 
 
@@ -40,7 +47,8 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     """Every node with its live-backend count and health."""
     return await conn.fetch(
         """
-        SELECT id, region, address, capacity, applied_version, last_heartbeat_at, draining,
+        SELECT id, region, address, capacity, applied_version, last_heartbeat_at,
+               draining OR shutting_down AS draining,
                last_heartbeat_at > now() - make_interval(secs => $1) AS healthy,
                live_backends AS live
         FROM edge_nodes ORDER BY region, id
@@ -50,7 +58,7 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
 
 
 async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -> asyncpg.Record | None:
-    """The healthy, not draining node of `region` with free capacity and the lowest fill ratio.
+    """The healthy, not draining (nor shutting down) node of `region` with free capacity and the lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -59,7 +67,7 @@ async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity AND NOT draining
+          AND live_backends < capacity AND NOT draining AND NOT shutting_down
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api
+from edge import keys, local_api, logs_api
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drone import Drone
-from edge.executors import ProcessExecutor
+from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath
 from edge.forwarding import ForwardingPolicy
 from edge.proxy import Proxy, proxy_client_session
@@ -82,6 +82,7 @@ async def send_heartbeat(app: web.Application) -> None:
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
         backends=app[keys.DRONE].reports(),
+        executors=app[keys.EXECUTORS].kinds,
     )
     try:
         await app[keys.CONTROL].heartbeat(hb)
@@ -130,7 +131,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             activity=activity,
             idle_check_s=settings.idle_check_s,
         )
-        executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
+        executor = build_executors(settings, drone.on_exit)
+        app[keys.EXECUTORS] = executor
         drone.attach(executor)
         app[keys.DRONE] = drone
         replica.add_listener(drone.on_changes)
@@ -182,6 +184,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
+    app.router.add_get("/v1/backends/{backend_id}/logs", logs_api.backend_logs)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)

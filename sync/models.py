@@ -119,8 +119,11 @@ class RegionView(Wire):
 # ---- templates ------------------------------------------------------------------------------
 
 
+ExecutorKind = Literal["process", "nomad"]
+
+
 class TemplateSpec(Strict):
-    executor: Literal["process", "nomad"]
+    executor: ExecutorKind
     argv: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
     image: str | None = Field(default=None, max_length=1024)
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], str] = Field(
@@ -137,8 +140,8 @@ class TemplateSpec(Strict):
     def _executor_needs(self) -> TemplateSpec:
         if self.executor == "process" and not self.argv:
             raise ValueError("a process template needs a non-empty argv")
-        if self.executor == "nomad" and not self.image:
-            raise ValueError("a nomad template needs an image")
+        if self.executor == "nomad" and not (self.image or self.argv):
+            raise ValueError("a nomad template needs an image (docker) or an argv (raw_exec)")
         return self
 
 
@@ -254,6 +257,9 @@ class HeartbeatIn(Strict):
     applied_version: int = Field(ge=0)
     edge_url: Url | None = None
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
+    executors: list[ExecutorKind] | None = Field(
+        default=None, max_length=8, description="Executors the edge runs; None (an older edge): process only."
+    )
 
 
 class HeartbeatOut(Wire):

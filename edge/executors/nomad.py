@@ -8,9 +8,12 @@ and its exceptions are turned into this package's at the boundary:
 * 404 → "gone" (a purged job or a garbage-collected allocation), handled inside.
 
 The job (see :func:`nomad_job`): ID ``meridian-<backend_id>``, type ``service``, datacenter = the
-backend's region, one group with one dynamic port labelled ``http`` and one ``docker`` task running
-``template.image`` with the backend's environment (``PORT`` is ``${NOMAD_PORT_http}``, interpolated
-by Nomad) and ``memory_mb`` / ``cpu_mhz`` as its resources. Restarts and rescheduling are disabled: a
+backend's region, one group with one dynamic port labelled ``http`` and one task — ``docker``
+running ``template.image``, or ``raw_exec`` running ``template.argv`` — with the backend's
+environment (``PORT`` is ``${NOMAD_PORT_http}``, interpolated by Nomad), ``memory_mb`` / ``cpu_mhz``
+as its resources and a ``LogConfig`` capping its stdout/stderr. A ``raw_exec`` backend runs on the
+Nomad client's host and must listen on ``$NOMAD_IP_http`` (or all interfaces), not only loopback.
+Restarts and rescheduling are disabled: a
 backend that dies is *failed* and its key becomes free — Nomad must not bring up a second instance
 behind the platform's back (the fencing token would no longer identify one process).
 
@@ -81,20 +84,35 @@ def job_id(backend_id: str) -> str:
     return f"meridian-{backend_id}"
 
 
-def nomad_job(req: SpawnRequest, *, grace_s: float) -> dict[str, Any]:
-    """The Nomad API job (JSON form, as ``POST /v1/jobs`` takes it under ``"Job"``) for a backend."""
+def nomad_job(req: SpawnRequest, *, grace_s: float, log_max_files: int = 2, log_max_file_mb: int = 2) -> dict[str, Any]:
+    """The Nomad API job (JSON form, as ``POST /v1/jobs`` takes it under ``"Job"``) for a backend.
+
+    ``image`` runs with the ``docker`` driver (``argv``, when also given, as its command);
+    ``argv`` alone runs with ``raw_exec``. Nomad caps and rotates the task's stdout/stderr
+    (``LogConfig``).
+    """
     tpl = req.template
     resources: dict[str, int] = {}
     if tpl.cpu_mhz is not None:
         resources["CPU"] = tpl.cpu_mhz
     if tpl.memory_mb is not None:
         resources["MemoryMB"] = tpl.memory_mb
+    argv = list(tpl.argv or [])
+    if tpl.image:
+        driver = "docker"
+        config: dict[str, Any] = {"image": tpl.image, "ports": [PORT_LABEL]}
+        if argv:
+            config |= {"command": argv[0], "args": argv[1:]}
+    else:
+        driver = "raw_exec"
+        config = {"command": argv[0], "args": argv[1:]}
     task: dict[str, Any] = {
         "Name": TASK_NAME,
-        "Driver": "docker",
-        "Config": {"image": tpl.image, "ports": [PORT_LABEL]},
+        "Driver": driver,
+        "Config": config,
         "Env": backend_env(req, "${NOMAD_PORT_" + PORT_LABEL + "}"),
         "KillTimeout": int(grace_s * _NS_PER_S),
+        "LogConfig": {"MaxFiles": log_max_files, "MaxFileSizeMB": log_max_file_mb},
     }
     if resources:
         task["Resources"] = resources
@@ -162,9 +180,13 @@ class NomadExecutor(BaseExecutor[_Job]):
         grace_s: float = 5.0,
         poll_interval_s: float = 0.1,
         monitor_interval_s: float = 2.0,
+        log_max_files: int = 2,
+        log_max_file_mb: int = 2,
         history: int = 4096,
     ) -> None:
         super().__init__(on_exit, history=history)
+        self._log_max_files = log_max_files
+        self._log_max_file_mb = log_max_file_mb
         self._address = address
         self._client = Nomad(
             address=address,
@@ -201,7 +223,7 @@ class NomadExecutor(BaseExecutor[_Job]):
     # ---- phases: register → allocation running → probe (watching the allocation) → watch -----
 
     def _accepts(self, template: TemplateSpec) -> bool:
-        return bool(template.image)
+        return bool(template.image or template.argv)
 
     def _new_record(self, req: SpawnRequest) -> _Job:
         return _Job(req=req, job_id=job_id(req.backend_id))
@@ -219,7 +241,10 @@ class NomadExecutor(BaseExecutor[_Job]):
 
     async def _register(self, j: _Job) -> None:
         try:
-            await self._call(self._client.jobs.register_job, {"Job": nomad_job(j.req, grace_s=self._grace_s)})
+            job = nomad_job(
+                j.req, grace_s=self._grace_s, log_max_files=self._log_max_files, log_max_file_mb=self._log_max_file_mb
+            )
+            await self._call(self._client.jobs.register_job, {"Job": job})
         except ExecutorError as exc:
             # The request may have reached Nomad even if its answer did not reach us.
             await self._fail(j, None)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from meridian.client import ApiClient
+from meridian.client import Meridian
 from sync.errors import MeridianError
+
+T = TypeVar("T")
 
 console = Console()
 
@@ -20,15 +23,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON ans
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 
-def _run(url: str, token: str | None, method: str, path: str, **kw: Any) -> Any:
+def _call(url: str, token: str | None, what: Callable[[Meridian], T]) -> T:
+    """One call with the Python client; an error answer is printed and exits with status 1."""
     try:
-        with ApiClient(url, token) as api:
-            return api.call(method, path, **kw)
+        with Meridian(url, token) as api:
+            return what(api)
     except MeridianError as exc:
         console.print(f"[red]error[/red] {exc.code.value}: {exc.message}", highlight=False)
         if exc.fields:
             console.print(json.dumps(exc.fields, indent=2), highlight=False)
         raise typer.Exit(1) from exc
+
+
+def _run(url: str, token: str | None, method: str, path: str, **kw: Any) -> Any:
+    """Any call, answered as raw JSON."""
+    return _call(url, token, lambda api: api.request(method, path, **kw))
 
 
 def connect(
@@ -45,28 +54,29 @@ def connect(
     as_json: JsonOption = False,
 ) -> None:
     """Connect to the key's backend, spawning it near the user if needed."""
-    body: dict[str, Any] = {"template": template}
-    for name, value in (("key", key), ("region", region), ("client_ip", client_ip), ("user", user)):
-        if value is not None:
-            body[name] = value
     if (lat is None) != (lon is None):
         raise typer.BadParameter("give both --lat and --lon")
-    if lat is not None:
-        body["location"] = {"lat": lat, "lon": lon}
-    answer = _run(url, token, "POST", "/v1/connect", json=body, params={"explain": "true"} if explain else None)
+    location = (lat, lon) if lat is not None and lon is not None else None
+    answer = _call(
+        url,
+        token,
+        lambda api: api.connect(
+            key, template, region=region, location=location, client_ip=client_ip, user=user, explain=explain
+        ),
+    )
     if as_json:
-        console.print_json(data=answer)
+        console.print_json(data=answer.raw)
         return
-    placement = answer["placement"]
-    console.print(f"backend   {answer['backend_id']}  ({'spawned' if answer['spawned'] else 'existing'})")
-    console.print(f"status    {answer['status']}  fencing token {answer['fencing_token']}")
-    distance = placement.get("distance_km")
-    where = f"{placement['region']}  reason {placement['reason']}"
+    placement = answer.placement
+    console.print(f"backend   {answer.backend_id}  ({'spawned' if answer.spawned else 'existing'})")
+    console.print(f"status    {answer.status}  fencing token {answer.fencing_token}")
+    distance = placement.distance_km
+    where = f"{placement.region}  reason {placement.reason}"
     console.print(f"region    {where}" + (f"  {distance} km" if distance is not None else ""))
-    console.print(f"url       {answer['url']}", soft_wrap=True)
-    if explain and placement.get("ranking"):
+    console.print(f"url       {answer.url}", soft_wrap=True)
+    if explain and placement.ranking:
         table = Table("rank", "region", "distance km", "eligible", "why not", "load")
-        for i, row in enumerate(placement["ranking"], 1):
+        for i, row in enumerate(placement.ranking, 1):
             dist = row.get("distance_km")
             table.add_row(
                 str(i),
@@ -81,51 +91,50 @@ def connect(
 
 def regions(url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False) -> None:
     """Regions with their edge nodes: health, load and applied version."""
-    answer = _run(url, token, "GET", "/v1/regions")
+    answer = _call(url, token, lambda api: api.regions())
     if as_json:
-        console.print_json(data=answer)
+        console.print_json(data=[r.raw for r in answer])
         return
     table = Table("region", "lat, lon", "node", "healthy", "load", "applied version")
     for region in answer:
-        nodes = region["nodes"] or [None]
-        for i, node in enumerate(nodes):
-            first = i == 0
+        if not region.nodes:
+            table.add_row(region.name, f"{region.lat:.2f}, {region.lon:.2f}", "(no node)", "", "", "")
+        for i, node in enumerate(region.nodes):
             table.add_row(
-                region["name"] if first else "",
-                f"{region['lat']:.2f}, {region['lon']:.2f}" if first else "",
-                node["id"] if node else "(no node)",
-                ("yes" if node["healthy"] else "[red]no[/red]") if node else "",
-                f"{node['backends']}/{node['capacity']}" if node else "",
-                str(node["applied_version"]) if node else "",
+                "" if i else region.name,
+                "" if i else f"{region.lat:.2f}, {region.lon:.2f}",
+                node.id,
+                "yes" if node.healthy else "[red]no[/red]",
+                f"{node.backends}/{node.capacity}",
+                str(node.applied_version),
             )
     console.print(table)
 
 
 def templates(url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False) -> None:
     """Templates and their content-addressed ids."""
-    answer = _run(url, token, "GET", "/v1/templates")
+    answer = _call(url, token, lambda api: api.templates())
     if as_json:
-        console.print_json(data=answer)
+        console.print_json(data=[t.raw for t in answer])
         return
     table = Table("name", "id", "executor", "command / image")
     for t in answer:
-        spec = t["spec"]
-        what = " ".join(spec.get("argv") or []) or spec.get("image") or ""
-        table.add_row(t["name"], t["id"][:15] + "…", spec["executor"], what)
+        what = " ".join(t.spec.get("argv") or []) or t.spec.get("image") or ""
+        table.add_row(t.name, t.id[:15] + "…", str(t.spec.get("executor", "")), what)
     console.print(table)
 
 
 def status(url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False) -> None:
     """The system version and how far each edge node has applied it."""
-    health = _run(url, token, "GET", "/healthz")
-    regions_ = _run(url, token, "GET", "/v1/regions")
+    health = _call(url, token, lambda api: api.health())
+    regions_ = _call(url, token, lambda api: api.regions())
     if as_json:
-        console.print_json(data={"health": health, "regions": regions_})
+        console.print_json(data={"health": health, "regions": [r.raw for r in regions_]})
         return
     version = health["version"]
     console.print(f"control plane {url}: {health['status']}, system version {version}")
     for region in regions_:
-        for node in region["nodes"]:
-            lag = version - node["applied_version"]
-            state = "healthy" if node["healthy"] else "[red]unhealthy[/red]"
-            console.print(f"  {region['name']:<14} {node['id']:<24} {state}  behind by {lag} version(s)")
+        for node in region.nodes:
+            state = "healthy" if node.healthy else "[red]unhealthy[/red]"
+            behind = version - node.applied_version
+            console.print(f"  {region.name:<14} {node.id:<24} {state}  behind by {behind} version(s)")

@@ -165,6 +165,7 @@ class DevCluster:
         lines = [
             "Meridian dev cluster is up.",
             f"  control plane  {self.control_url}",
+            f"  dashboard      {self.control_url}/ui/  (sign in with the admin token)",
             *(f"  edge {name:<12} {self.edge_url(i)}" for i, name in enumerate(self.regions)),
             f"  admin token    {self.admin_token}",
             f"  logs           {self.data_dir / 'logs'}",

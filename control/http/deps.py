@@ -41,5 +41,7 @@ AdminCaller = Annotated[Caller, requires()]
 ClientCaller = Annotated[Caller, requires(Scope.CLIENT)]
 EdgeCaller = Annotated[Caller, requires(Scope.EDGE)]
 ReaderCaller = Annotated[Caller, requires(Scope.CLIENT, Scope.EDGE)]
-# Read-only routes: an observer may look at everything a client or an edge may read.
-ObserverCaller = Annotated[Caller, requires(Scope.CLIENT, Scope.EDGE, Scope.OBSERVER)]
+# Routes that change nothing: an observer may read whatever a client or an edge may read.
+ReadOnlyCaller = Annotated[Caller, requires(Scope.CLIENT, Scope.EDGE, Scope.OBSERVER)]
+# The fleet-wide views of the dashboard: admin or observer.
+ObserverCaller = Annotated[Caller, requires(Scope.OBSERVER)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 
 from control.db import translate_db_errors
-from control.http.deps import ClientCaller, EdgeCaller, ObserverCaller, State
+from control.http.deps import ClientCaller, EdgeCaller, ReadOnlyCaller, State
 from control.services import backends
 from control.services.events import status_events
 from sync.errors import BadRequest
@@ -30,7 +30,7 @@ BackendId = Annotated[str, Path(pattern=r"^bk-[A-Za-z0-9_-]{1,60}$")]
 @router.get("", response_model=list[BackendView], response_model_exclude_none=True)
 async def list_backends(
     state: State,
-    caller: ObserverCaller,
+    caller: ReadOnlyCaller,
     key: Annotated[Key | None, Query()] = None,
     region: Annotated[Name | None, Query()] = None,
     status: Annotated[BackendStatus | None, Query()] = None,
@@ -43,7 +43,7 @@ async def list_backends(
 
 
 @router.get("/{backend_id}", response_model=BackendView, response_model_exclude_none=True)
-async def get_backend(backend_id: BackendId, state: State, caller: ObserverCaller) -> BackendView:
+async def get_backend(backend_id: BackendId, state: State, caller: ReadOnlyCaller) -> BackendView:
     async with translate_db_errors():
         found = await backends.get_backend(state.pool, backend_id, caller)
     if not caller.is_admin:
@@ -80,7 +80,7 @@ async def report_status(backend_id: BackendId, body: StatusReport, state: State,
 async def events(
     backend_id: BackendId,
     state: State,
-    caller: ObserverCaller,
+    caller: ReadOnlyCaller,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     try:

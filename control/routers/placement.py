@@ -1,22 +1,17 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter
 
 from control.db import translate_db_errors
-from control.http.deps import State, requires
+from control.http.deps import ObserverCaller, State
 from control.services import placement_preview
-from control.services.auth import Caller
-from sync.models import PlacementPreview, PlacementPreviewRequest, Scope
+from sync.models import PlacementPreview, PlacementPreviewRequest
 
 router = APIRouter(prefix="/v1/placement")
 
-PreviewCaller = Annotated[Caller, requires(Scope.OBSERVER)]  # admin or observer
-
 
 @router.post("/preview", response_model=PlacementPreview)
-async def preview(body: PlacementPreviewRequest, state: State, caller: PreviewCaller) -> PlacementPreview:
+async def preview(body: PlacementPreviewRequest, state: State, caller: ObserverCaller) -> PlacementPreview:
     """The ranking `connect` would compute for a user at `location` (or `client_ip`); spawns nothing."""
     async with translate_db_errors():
         return await placement_preview.preview(

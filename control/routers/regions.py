@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from control.db import translate_db_errors
-from control.http.deps import AdminCaller, ObserverCaller, State
+from control.http.deps import AdminCaller, ReadOnlyCaller, State
 from control.services import regions
 from sync.models import NAME_PATTERN, RegionIn, RegionView
 
@@ -21,6 +21,6 @@ async def put_region(name: RegionName, body: RegionIn, state: State, caller: Adm
 
 
 @router.get("", response_model=list[RegionView])
-async def list_regions(state: State, caller: ObserverCaller) -> list[RegionView]:
+async def list_regions(state: State, caller: ReadOnlyCaller) -> list[RegionView]:
     async with translate_db_errors():
         return await regions.list_regions(state.pool)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from control.db import translate_db_errors
-from control.http.deps import AdminCaller, ObserverCaller, State
+from control.http.deps import AdminCaller, ReadOnlyCaller, State
 from control.services import templates
 from sync.models import NAME_PATTERN, TemplateSpec, TemplateView
 
@@ -21,12 +21,12 @@ async def put_template(name: TemplateName, body: TemplateSpec, state: State, cal
 
 
 @router.get("", response_model=list[TemplateView])
-async def list_templates(state: State, caller: ObserverCaller) -> list[TemplateView]:
+async def list_templates(state: State, caller: ReadOnlyCaller) -> list[TemplateView]:
     async with translate_db_errors():
         return await templates.list_templates(state.pool)
 
 
 @router.get("/{name}", response_model=TemplateView)
-async def get_template(name: TemplateName, state: State, caller: ObserverCaller) -> TemplateView:
+async def get_template(name: TemplateName, state: State, caller: ReadOnlyCaller) -> TemplateView:
     async with translate_db_errors():
         return await templates.get_template(state.pool, name)

@@ -13,3 +13,9 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
     # A followed log shows new lines faster than rotation checks come round.
     assert timing.LOG_FOLLOW_POLL_S <= timing.LOG_CHECK_S
+
+
+def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:
+    assert timing.FLEET_EVENTS_CHECK_S >= 1.0
+    assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
+    assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S

@@ -1,0 +1,1 @@
+"""The operator dashboard: static files served at `/ui/` and the map projection they share."""

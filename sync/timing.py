@@ -43,6 +43,7 @@ LOG_CHECK_S: float = 1.0
 
 LOG_FOLLOW_POLL_S: float = 0.2
 """How often a followed backend log (`GET /v1/backends/{id}/logs?follow=true`) is read for more."""
+
 FLEET_EVENTS_CHECK_S: float = 1.0
 """How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
 

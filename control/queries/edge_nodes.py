@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from asyncpg.cursor import CursorFactory
 
@@ -16,16 +18,23 @@ async def get(conn: Conn, node_id: str) -> asyncpg.Record | None:
 
 
 async def upsert(
-    conn: Conn, node_id: str, region: str, address: str, capacity: int, applied_version: int
+    conn: Conn,
+    node_id: str,
+    region: str,
+    address: str,
+    capacity: int,
+    applied_version: int,
+    executors: Sequence[str] | None = None,
 ) -> asyncpg.Record:
+    """Register or refresh a node; ``executors`` None (an edge that does not say) means process only."""
     return await one(
         conn,
         f"""
-        INSERT INTO edge_nodes (id, region, address, capacity, applied_version)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, executors)
+        VALUES ($1, $2, $3, $4, $5, coalesce($6::text[], '{{process}}'))
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
-            last_heartbeat_at = now()
+            executors = EXCLUDED.executors, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -33,6 +42,7 @@ async def upsert(
         address,
         capacity,
         applied_version,
+        list(executors) if executors is not None else None,
     )
 
 
@@ -49,8 +59,10 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     )
 
 
-async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -> asyncpg.Record | None:
-    """The healthy node of `region` with free capacity and the lowest fill ratio.
+async def least_loaded_in_region(
+    conn: Conn, region: str, lost_after_s: float, executor: str = "process"
+) -> asyncpg.Record | None:
+    """The healthy node of `region` running `executor` with free capacity and the lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -59,13 +71,29 @@ async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity
+          AND live_backends < capacity AND $3 = ANY (executors)
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,
         region,
         lost_after_s,
+        executor,
     )
+
+
+async def healthy_and_running(conn: Conn, region: str, lost_after_s: float, executor: str) -> tuple[int, int]:
+    """How many healthy nodes `region` has, and how many of them run `executor`."""
+    row = await one(
+        conn,
+        """
+        SELECT count(*) AS healthy, count(*) FILTER (WHERE $3 = ANY (executors)) AS running
+        FROM edge_nodes WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
+        """,
+        region,
+        lost_after_s,
+        executor,
+    )
+    return int(row["healthy"]), int(row["running"])
 
 
 def snapshot(conn: Conn) -> CursorFactory:

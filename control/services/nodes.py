@@ -46,7 +46,9 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
             results.append(StatusReportResult(id=backend_id, accepted=accepted, status=final["status"]))
         # Backend rows are locked before the node row (as terminate does) so the two never deadlock.
         before = await edge_nodes.get(conn, hb.node_id)
-        node = await edge_nodes.upsert(conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version)
+        node = await edge_nodes.upsert(
+            conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version, hb.executors
+        )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
     return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)

@@ -148,6 +148,18 @@ def http_address(alloc: dict[str, Any]) -> tuple[str, int]:
     raise StartFailed(f"allocation {alloc.get('ID')} has no {PORT_LABEL!r} port")
 
 
+def alloc_description(alloc: dict[str, Any]) -> str:
+    """Nomad's own words for what happened: the client description and the task's last event."""
+    state = (alloc.get("TaskStates") or {}).get(TASK_NAME) or {}
+    events = state.get("Events") or []
+    last = next((e for e in reversed(events) if e.get("DriverError") or e.get("Type") != "Killing"), None) or {}
+    parts = [
+        str(alloc.get("ClientDescription") or ""),
+        str(last.get("DriverError") or last.get("DisplayMessage") or ""),
+    ]
+    return "; ".join(p[:300] for p in parts if p) or "no description"
+
+
 def task_exit_code(alloc: dict[str, Any]) -> int | None:
     """The task's exit code from its last ``Terminated`` event; -N when killed by signal N."""
     state = (alloc.get("TaskStates") or {}).get(TASK_NAME) or {}
@@ -199,6 +211,8 @@ class NomadExecutor(BaseExecutor[_Job]):
         self._grace_s = grace_s
         self._poll_s = poll_interval_s
         self._monitor_s = monitor_interval_s
+        # A blocking query must return before python-nomad's request timeout gives up on it.
+        self._watch_wait_s = max(0.05, min(monitor_interval_s, request_timeout_s - 1.0))
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -353,24 +367,45 @@ class NomadExecutor(BaseExecutor[_Job]):
         return alloc
 
     async def _until_terminal(self, j: _Job, interval_s: float) -> dict[str, Any] | None:
-        """Poll the allocation until it is terminal (returned) or gone (None)."""
+        """Watch the allocation until it is terminal (returned) or gone (None).
+
+        Blocking queries (``?index=`` from the last ``X-Nomad-Index``, ``?wait=``): Nomad answers as
+        soon as the allocation changes. ``interval_s`` paces the retries after an error.
+        """
         assert j.alloc_id is not None
         complained = False
+        index = 0
         while not j.reporting:
-            await asyncio.sleep(interval_s)
             try:
-                alloc: dict[str, Any] = await self._call(self._client.allocation.get_allocation, j.alloc_id)
+                alloc, index = await self._read_alloc_blocking(j.alloc_id, index)
             except _Gone:
                 return None
             except ExecutorError as exc:
                 if not complained:
                     log.warning("cannot watch backend %s: %s", j.backend_id, exc)
                     complained = True
+                index = 0
+                await asyncio.sleep(interval_s)
                 continue
             complained = False
             if alloc.get("ClientStatus") in TERMINAL:
                 return alloc
         return None
+
+    async def _read_alloc_blocking(self, alloc_id: str, index: int) -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": f"{int(self._watch_wait_s * 1000)}ms"} if index else None
+        resp: requests.Response = await self._call(
+            self._client.allocation.request, alloc_id, method="get", params=params
+        )
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise ExecutorError(f"nomad at {self._address} sent an allocation that is not an object")
+        try:
+            new_index = int(resp.headers.get("X-Nomad-Index", "0"))
+        except ValueError:
+            new_index = 0
+        # An index that went backwards (a restored cluster) restarts from a plain read.
+        return body, new_index if new_index > index else 0
 
     async def _await_terminal(self, alloc_id: str, *, timeout_s: float) -> int | None:
         """Wait (bounded) for a deregistered job's allocation to end; its exit code if known."""
@@ -410,7 +445,9 @@ class NomadExecutor(BaseExecutor[_Job]):
         await self._fail(j, code)
         if j.stop_reason is not None:
             raise StartFailed("stopped while starting", code)
-        raise StartFailed(f"allocation {alloc.get('ClientStatus')} before it was ready", code)
+        raise StartFailed(
+            f"allocation {alloc.get('ClientStatus')} before it was ready: {alloc_description(alloc)}", code
+        )
 
 
 def _describe(exc: nomad_exc.BaseNomadException) -> str:

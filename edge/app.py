@@ -19,6 +19,7 @@ from aiohttp import web
 from edge import keys, local_api, logs_api
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath
@@ -85,9 +86,11 @@ async def send_heartbeat(app: web.Application) -> None:
         executors=app[keys.EXECUTORS].kinds,
     )
     try:
-        await app[keys.CONTROL].heartbeat(hb)
+        answer = await app[keys.CONTROL].heartbeat(hb)
     except MeridianError as exc:
         log.warning("heartbeat failed: %s", exc.message)
+        return
+    app[keys.DRAIN].update(answer.draining)
 
 
 async def _heartbeat_forever(app: web.Application) -> None:
@@ -135,6 +138,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.EXECUTORS] = executor
         drone.attach(executor)
         app[keys.DRONE] = drone
+        app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
         app[keys.SYNC_LOOP] = SyncLoop(SyncClient(settings.control_url, settings.token, session=session), replica)
         app[keys.PROXY] = Proxy(
@@ -174,12 +178,19 @@ async def _drone(app: web.Application) -> None:
     await app[keys.DRONE].run()
 
 
+async def _drain(app: web.Application) -> None:
+    await stop_idle_while_draining(
+        app[keys.DRAIN], app[keys.DRONE], app[keys.ACTIVITY], app[keys.SETTINGS].idle_check_s
+    )
+
+
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
     app.cleanup_ctx.append(_owned_task(_drone, "drone"))
+    app.cleanup_ctx.append(_owned_task(_drain, "drain"))
     app.cleanup_ctx.append(_owned_task(_heartbeat_forever, "heartbeat"))
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)

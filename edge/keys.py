@@ -7,6 +7,7 @@ from aiohttp import web
 
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.drain import DrainState
 from edge.drone import Drone
 from edge.executors.router import Executors
 from edge.proxy import Proxy
@@ -24,3 +25,4 @@ DRONE = web.AppKey("drone", Drone)
 EXECUTORS = web.AppKey("executors", Executors)
 SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
 PROXY = web.AppKey("proxy", Proxy)
+DRAIN = web.AppKey("drain", DrainState)

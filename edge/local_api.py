@@ -34,6 +34,7 @@ async def status(request: web.Request) -> web.Response:
             "control_plane": "reachable" if loop.reachable else "unreachable",
             "last_sync_at": last.isoformat() if last else None,
             "backends_running": app[app_keys.DRONE].running(),
+            "draining": app[app_keys.DRAIN].draining,
         }
     )
 

@@ -132,6 +132,9 @@ def dev(
 
 
 from meridian import commands  # noqa: E402
+from meridian.drain_command import drain as edge_drain  # noqa: E402
+
+edge_app.command("drain")(edge_drain)
 
 app.command()(commands.connect)
 app.command()(commands.regions)

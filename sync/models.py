@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 MAX_KEY_BYTES = 256
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -105,6 +105,7 @@ class NodeView(Wire):
     applied_version: int
     address: str
     last_heartbeat_at: datetime | None = None
+    draining: bool = False
 
 
 class RegionView(Wire):
@@ -250,7 +251,7 @@ class StatusReportResult(Wire):
 
 
 class HeartbeatIn(Strict):
-    node_id: Annotated[str, Field(pattern=r"^nd-[A-Za-z0-9_-]{1,60}$")]
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     region: Name
     address: Url
     capacity: int = Field(ge=0, le=1_000_000)
@@ -262,10 +263,34 @@ class HeartbeatIn(Strict):
     )
 
 
+NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"
+
+
+class DrainRequest(Strict):
+    draining: StrictBool = True
+    """False ends the drain: the node takes new backends again."""
+
+
+class NodeDrainView(Wire):
+    """A node's drain state: what an operator polls until `empty` before upgrading the node."""
+
+    id: str
+    region: str
+    draining: bool
+    drain_requested_at: datetime | None = None
+    backends: int
+    """Live backends still on the node (scheduled, starting, ready)."""
+    stopping: int
+    """Backends on the node still shutting down (status draining)."""
+    empty: bool
+    """No backend runs on the node any more: it can be stopped without cutting anyone off."""
+
+
 class HeartbeatOut(Wire):
     node_id: str
     version: int | None = Field(default=None, description="Version of the changes this heartbeat made.")
     backends: list[StatusReportResult]
+    draining: bool = Field(default=False, description="The node is being drained: it stops its idle backends.")
 
 
 # ---- API tokens -----------------------------------------------------------------------------

@@ -44,6 +44,10 @@ LOG_CHECK_S: float = 1.0
 LOG_FOLLOW_POLL_S: float = 0.2
 """How often a followed backend log (`GET /v1/backends/{id}/logs?follow=true`) is read for more."""
 
+DRAIN_IDLE_AFTER_S: float = 10.0
+"""On a draining node, a backend with no open connection this long is stopped (sooner than its
+template's idle timeout when that is longer): draining empties a node as fast as its users allow."""
+
 FLEET_EVENTS_CHECK_S: float = 1.0
 """How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
 

@@ -9,7 +9,7 @@ from asyncpg.cursor import CursorFactory
 
 from control.db import Conn, one
 
-_COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at"
+_COLUMNS = "id, region, address, capacity, applied_version, last_heartbeat_at, registered_at, draining"
 LIVE_STATUSES = ("scheduled", "starting", "ready")
 
 
@@ -50,7 +50,7 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     """Every node with its live-backend count and health."""
     return await conn.fetch(
         """
-        SELECT id, region, address, capacity, applied_version, last_heartbeat_at,
+        SELECT id, region, address, capacity, applied_version, last_heartbeat_at, draining,
                last_heartbeat_at > now() - make_interval(secs => $1) AS healthy,
                live_backends AS live
         FROM edge_nodes ORDER BY region, id
@@ -62,7 +62,8 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
 async def least_loaded_in_region(
     conn: Conn, region: str, lost_after_s: float, executor: str = "process"
 ) -> asyncpg.Record | None:
-    """The healthy node of `region` running `executor` with free capacity and the lowest fill ratio.
+    """The healthy, not draining node of `region` running `executor` with free capacity and the
+    lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -71,7 +72,7 @@ async def least_loaded_in_region(
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity AND $3 = ANY (executors)
+          AND live_backends < capacity AND NOT draining AND $3 = ANY (executors)
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,
@@ -82,18 +83,45 @@ async def least_loaded_in_region(
 
 
 async def healthy_and_running(conn: Conn, region: str, lost_after_s: float, executor: str) -> tuple[int, int]:
-    """How many healthy nodes `region` has, and how many of them run `executor`."""
+    """How many healthy, not draining nodes `region` has, and how many of them run `executor`."""
     row = await one(
         conn,
         """
         SELECT count(*) AS healthy, count(*) FILTER (WHERE $3 = ANY (executors)) AS running
-        FROM edge_nodes WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
+        FROM edge_nodes WHERE region = $1 AND NOT draining
+            AND last_heartbeat_at > now() - make_interval(secs => $2)
         """,
         region,
         lost_after_s,
         executor,
     )
     return int(row["healthy"]), int(row["running"])
+
+
+async def set_draining(conn: Conn, node_id: str, draining: bool) -> asyncpg.Record | None:
+    """Start or end a node's drain; a repeated drain keeps the time it was first asked for."""
+    return await conn.fetchrow(
+        f"""
+        UPDATE edge_nodes SET draining = $2,
+            drain_requested_at = CASE WHEN $2 THEN coalesce(drain_requested_at, now()) END
+        WHERE id = $1
+        RETURNING {_COLUMNS}, drain_requested_at
+        """,
+        node_id,
+        draining,
+    )
+
+
+async def drain_status(conn: Conn, node_id: str) -> asyncpg.Record | None:
+    """The node's drain state with the backends it still runs: live ones and those still stopping."""
+    return await conn.fetchrow(
+        f"""
+        SELECT {_COLUMNS}, drain_requested_at, live_backends AS live,
+               (SELECT count(*) FROM backends b WHERE b.node_id = n.id AND b.status = 'draining') AS stopping
+        FROM edge_nodes n WHERE id = $1
+        """,
+        node_id,
+    )
 
 
 def snapshot(conn: Conn) -> CursorFactory:

@@ -1,16 +1,34 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from control.db import translate_db_errors
-from control.http.deps import EdgeCaller, State
-from control.services import nodes
-from sync.models import HeartbeatIn, HeartbeatOut
+from control.http.deps import AdminCaller, EdgeCaller, ObserverCaller, State
+from control.services import drain, nodes
+from sync.models import NODE_ID_PATTERN, DrainRequest, HeartbeatIn, HeartbeatOut, NodeDrainView
 
 router = APIRouter(prefix="/v1/nodes")
+
+NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN)]
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(body: HeartbeatIn, state: State, caller: EdgeCaller) -> HeartbeatOut:
     async with translate_db_errors():
         return await nodes.heartbeat(state.pool, body)
+
+
+@router.post("/{node_id}/drain", response_model=NodeDrainView)
+async def drain_node(
+    node_id: NodeId, state: State, caller: AdminCaller, body: DrainRequest | None = None
+) -> NodeDrainView:
+    async with translate_db_errors():
+        return await drain.set_draining(state.pool, node_id, (body or DrainRequest()).draining)
+
+
+@router.get("/{node_id}/drain", response_model=NodeDrainView)
+async def drain_status(node_id: NodeId, state: State, caller: ObserverCaller) -> NodeDrainView:
+    async with translate_db_errors():
+        return await drain.drain_status(state.pool, node_id)

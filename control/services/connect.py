@@ -166,9 +166,10 @@ async def read_fleet(conn: Conn) -> FleetView:
     for r in region_rows:
         nodes = [n for n in node_rows if n["region"] == r["name"]]
         healthy = [n for n in nodes if n["healthy"]]
+        taking = [n for n in healthy if not n["draining"]]  # a draining node takes no new backend
         live = sum(n["live"] for n in nodes)
-        capacity = sum(n["capacity"] for n in healthy)
-        free = sum(max(n["capacity"] - n["live"], 0) for n in healthy)
+        capacity = sum(n["capacity"] for n in taking)
+        free = sum(max(n["capacity"] - n["live"], 0) for n in taking)
         if r["capacity"] is not None:
             free = min(free, r["capacity"] - live)
             capacity = min(capacity, r["capacity"])
@@ -180,6 +181,7 @@ async def read_fleet(conn: Conn) -> FleetView:
                 healthy=bool(healthy),
                 free_capacity=free,
                 load=live / capacity if capacity > 0 else 1.0,
+                draining=bool(healthy) and not taking,
             )
         )
     oldest = min(region_rows, key=lambda r: (r["created_at"], r["name"]))["name"] if region_rows else None

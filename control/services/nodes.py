@@ -51,7 +51,7 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))
-    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results)
+    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results, draining=node["draining"])
 
 
 def _moves(row: asyncpg.Record, report: StatusReport, node_id: str) -> bool:

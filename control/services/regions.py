@@ -34,6 +34,7 @@ async def list_regions(pool: asyncpg.Pool) -> list[RegionView]:
                 applied_version=n["applied_version"],
                 address=n["address"],
                 last_heartbeat_at=n["last_heartbeat_at"],
+                draining=n["draining"],
             )
         )
     return [RegionView(**dict(r), nodes=nodes_by_region.get(r["name"], [])) for r in region_rows]

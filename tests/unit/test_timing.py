@@ -15,6 +15,12 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.LOG_FOLLOW_POLL_S <= timing.LOG_CHECK_S
 
 
+def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
+    # The edge learns of a drain from a heartbeat; a backend handed out just before must survive the
+    # moment between its URL being answered and the user opening it.
+    assert timing.HEARTBEAT_INTERVAL_S * 2 <= timing.DRAIN_IDLE_AFTER_S < timing.KEY_FAILOVER_AFTER_S
+
+
 def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:
     assert timing.FLEET_EVENTS_CHECK_S >= 1.0
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0

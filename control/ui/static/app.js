@@ -13,6 +13,7 @@ const table = new BackendTable();
 const page = new BackendPage({ onAuthError: (error) => askToken(error.explanation) });
 let stopFleet = null;
 let rendered = false;
+const landDrawn = map.loadLand();
 
 function status(text) {
   $("status").textContent = text;
@@ -82,7 +83,10 @@ function showRegions({ version, regions }) {
   status(`live · system version ${version}`);
   if (!rendered) {
     rendered = true;
-    document.body.dataset.rendered = String(performance.now());
+    // First render: the continents and the regions' markers are both on the map.
+    landDrawn.then(() => {
+      document.body.dataset.rendered = String(performance.now());
+    });
   }
 }
 
@@ -161,6 +165,5 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-map.loadLand();
 if (token()) start();
 else askToken();

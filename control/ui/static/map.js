@@ -79,7 +79,7 @@ export class WorldMap {
       core: svg("circle", { class: "core", r: 8 }),
       arc: svg("path", { class: "load-arc" }),
       label: svg("text", { x: 14, y: -6 }),
-      detail: svg("text", { x: 14, y: 10 }),
+      detail: svg("text", { class: "detail", x: 14, y: 10 }),
     };
     node.append(parts.ring, parts.core, parts.arc, parts.label, parts.detail);
     const show = () => this.showPopup(name);
@@ -112,7 +112,7 @@ export class WorldMap {
     marker.arc.setAttribute("d", loadArc(capacity ? running / capacity : 0, 11));
     marker.label.textContent = region.name;
     marker.detail.textContent = `${running}/${capacity}${behind ? `  lag ${behind}` : ""}`;
-    marker.detail.setAttribute("class", behind ? "lag" : "");
+    marker.detail.setAttribute("class", behind ? "detail lag" : "detail");
     const lagText = behind === null ? "no nodes" : `sync lag ${behind} versions`;
     marker.node.setAttribute(
       "aria-label",

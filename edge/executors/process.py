@@ -102,7 +102,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
             logs = LogPolicy(Path(log_dir))
         self.logs = logs
         self._keeper = LogKeeper(logs, lambda: set(self._live))
-        self._cgroups = CgroupRoot.create(cgroups)
+        self._want_cgroups = cgroups
+        self._cgroups: CgroupRoot | None = None  # found at the first start (file I/O: in a thread)
         self._grace_s = grace_s
         self._host = host
 
@@ -130,7 +131,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
             await super().close()
         finally:
             await self._keeper.close()
-            self._cgroups.close()
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.close)
 
     # ---- extras (diagnostics and tests) ------------------------------------------------------
 
@@ -143,7 +145,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
         return None if b is None else b.log_path
 
     def tracked_by_cgroup(self) -> bool:
-        return self._cgroups.path is not None
+        """Whether backends get a cgroup (known once the first backend started)."""
+        return self._cgroups is not None and self._cgroups.path is not None
 
     async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
         """The backend's last ``tail`` log lines, then (``follow``) what it writes until it ends;
@@ -173,6 +176,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
     async def _start(self, b: _Process) -> str:
         deadline = asyncio.get_running_loop().time() + float(b.req.template.start_timeout_s)
         self._keeper.ensure_running()
+        if self._cgroups is None:
+            self._cgroups = await asyncio.to_thread(CgroupRoot.create, self._want_cgroups)
         for attempt in (1, 2):
             log_offset = await self._launch(b, attempt)
             try:
@@ -205,8 +210,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
         finally:
             os.close(logfd)
         b.proc, b.port = proc, port
-        b.tree = ProcessTree(b.backend_id, proc.pid, self._cgroups.for_backend(b.backend_id))
         b.wait_task = asyncio.ensure_future(proc.wait())
+        b.tree = await asyncio.to_thread(self._track, b.backend_id, proc.pid)
         if b.stop_reason is not None:  # stop() came while we were spawning
             self._signal(b, signal.SIGKILL)
         return offset
@@ -265,6 +270,10 @@ class ProcessExecutor(BaseExecutor[_Process]):
         code = await b.wait_task
         await self._end_tree(b)
         return code
+
+    def _track(self, backend_id: str, pid: int) -> ProcessTree:
+        cgroup = self._cgroups.for_backend(backend_id) if self._cgroups is not None else None
+        return ProcessTree(backend_id, pid, cgroup)
 
     async def _end_tree(self, b: _Process) -> None:
         """The leader has exited (and was reaped): SIGKILL whatever it left behind."""

@@ -320,9 +320,7 @@ def test_region_health_load_and_lag_are_derived_from_its_nodes(ui: Watched) -> N
 
 def test_a_key_written_as_html_is_shown_as_text_and_never_runs(ui: Watched, cluster: DevCluster) -> None:
     key = f'<img src=x onerror="window.pwned=1">{time.monotonic_ns()}'
-    r = httpx.post(
-        f"{cluster.control_url}/v1/connect", json={"key": key, "template": "demo"}, headers=AUTH, timeout=30
-    )
+    r = httpx.post(f"{cluster.control_url}/v1/connect", json={"key": key, "template": "demo"}, headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
     row = ui.page.locator(f'#backend-table tr[data-backend="{r.json()["backend_id"]}"]')
     row.wait_for(timeout=2000)

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from edge import keys
-from edge.app import EdgeServer
 from tests.conftest import ADMIN_TOKEN, RunningControl
 from tests.integration.edge_support import connect, edge_url, running_edges
 

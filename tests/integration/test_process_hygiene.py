@@ -92,9 +92,9 @@ async def test_stop_ends_children_that_called_setsid(
 ) -> None:
     executor = make_executor(recorder, tmp_path, cgroups=cgroups)
     try:
-        assert executor.tracked_by_cgroup() is cgroups
         req = request(tree_spec(beacon))
         await executor.start(req)
+        assert executor.tracked_by_cgroup() is cgroups
         child, grandchild = await beacon.next()
         assert os.getsid(child) == child != os.getsid(executor.pid(req.backend_id) or 0)  # a session of its own
         assert alive(child) and alive(grandchild)

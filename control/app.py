@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from control import telemetry
 from control.db import create_pool
 from control.http import errors
 from control.http.limits import BodyLimitMiddleware
+from control.loop_service import running
 from control.migrate import migrate
 from control.notifier import VersionNotifier
 from control.placement import GeoLocator, Placer
@@ -29,7 +31,7 @@ from control.routers import (
 )
 from control.routers import sync as sync_routes
 from control.services.auth import ensure_token
-from control.services.failover import failover_task
+from control.services.failover import failover_service
 from control.services.signing import Keyring, ensure_active_key
 from control.services.sync_runtime import sync_runtime
 from control.settings import ControlSettings
@@ -55,7 +57,11 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = settings.database
         pool = await create_pool(
-            database_url, min_size=db.pool_min, max_size=db.pool_max, command_timeout=db.command_timeout_s
+            database_url,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            command_timeout=db.command_timeout_s,
+            on_connect=tel.on_db_connection,
         )
         try:
             async with pool.acquire() as conn:
@@ -72,7 +78,11 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
                 settings=settings, pool=pool, notifier=notifier, keyring=keyring, placer=placer
             )
             try:
-                async with sync_runtime(settings.sync, pool, notifier) as app.state.sync, failover_task(pool):
+                async with (
+                    sync_runtime(settings.sync, pool, notifier) as app.state.sync,
+                    running(failover_service(pool)),
+                    telemetry.running(tel, pool),
+                ):
                     yield
             finally:
                 await notifier.stop()
@@ -101,4 +111,5 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    tel = telemetry.install(app)
     return app

@@ -1,17 +1,13 @@
-"""Connection pool and the mapping of low-level database failures to API errors."""
+"""Connection pool, and which low-level database failures are transient (control/http/errors.py maps them)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import TypeAlias
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
-
-from sync.errors import Conflict, DatabaseUnavailable
-from sync.timing import DB_RETRY_AFTER_S
 
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 """A connection, whether opened directly or borrowed from the pool."""
@@ -40,28 +36,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+    on_connect: Callable[[asyncpg.Connection], None] | None = None,
+) -> asyncpg.Pool:
+    """`on_connect` sees each new connection once (telemetry registers its query logger there)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if on_connect is not None:
+            on_connect(conn)
+
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
-        init=_init_connection,
+        init=init,
         max_inactive_connection_lifetime=60.0,
     )
-
-
-@asynccontextmanager
-async def translate_db_errors() -> AsyncIterator[None]:
-    """Turn driver failures into typed API errors: unreachable → 503, integrity → 409."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        raise Conflict("the object already exists", fields={"detail": exc.detail or ""}) from exc
-    except asyncpg.ForeignKeyViolationError as exc:
-        raise Conflict("the object refers to something that does not exist") from exc
-    except TRANSIENT_ERRORS as exc:
-        raise DatabaseUnavailable("the database is unreachable; retry shortly", retry_after_s=DB_RETRY_AFTER_S) from exc
 
 
 async def one(conn: Conn, query: str, *args: object) -> asyncpg.Record:

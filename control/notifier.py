@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 import asyncpg
 
 from control.db import TRANSIENT_ERRORS
+from control.loop_service import LoopService
 from control.queries import system_version
 from sync.timing import SYNC_FALLBACK_POLL_S
-
-log = logging.getLogger(__name__)
 
 CHANNEL = "meridian_version"
 
@@ -22,10 +20,9 @@ class VersionNotifier:
     def __init__(self, url: str, pool: asyncpg.Pool, poll_interval_s: float = SYNC_FALLBACK_POLL_S) -> None:
         self._url = url
         self._pool = pool
-        self._poll_interval_s = poll_interval_s
         self._latest = 0
         self._changed = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = LoopService("version-notifier", poll_interval_s, self._poll, run_first=True)
         self._conn: asyncpg.Connection | None = None
 
     @property
@@ -33,13 +30,10 @@ class VersionNotifier:
         return self._latest
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="version-notifier")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._poller.stop()
         await self._close_listener()
 
     async def publish(self, version: int) -> None:
@@ -68,15 +62,14 @@ class VersionNotifier:
                 await self._conn.close(timeout=1)
             self._conn = None
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self._url, timeout=5)
-                    await self._conn.add_listener(CHANNEL, self._on_notify)
-                async with self._pool.acquire() as conn:
-                    await self.publish((await system_version.read(conn))["version"])
-            except TRANSIENT_ERRORS as exc:
-                log.warning("version notifier: database unreachable (%s); retrying", exc)
-                await self._close_listener()
-            await asyncio.sleep(self._poll_interval_s)
+    async def _poll(self) -> None:
+        """One turn: (re)open the listener if needed, then read the version in case a notification was lost."""
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self._url, timeout=5)
+                await self._conn.add_listener(CHANNEL, self._on_notify)
+            async with self._pool.acquire() as conn:
+                await self.publish((await system_version.read(conn))["version"])
+        except TRANSIENT_ERRORS:
+            await self._close_listener()
+            raise

@@ -9,7 +9,7 @@ import asyncpg
 from control.notifier import VersionNotifier
 from control.placement import Placer
 from control.services.auth import TokenCache
-from control.services.connect import FleetViewCache, KeyFlights
+from control.services.connect import ConnectDeps
 from control.services.signing import Keyring
 from control.settings import ControlSettings
 
@@ -22,5 +22,7 @@ class ControlState:
     keyring: Keyring
     placer: Placer
     tokens: TokenCache = field(default_factory=TokenCache)
-    fleet: FleetViewCache = field(default_factory=FleetViewCache)
-    flights: KeyFlights = field(default_factory=KeyFlights)
+    connect: ConnectDeps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.connect = ConnectDeps(pool=self.pool, placer=self.placer, keyring=self.keyring)

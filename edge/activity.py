@@ -9,8 +9,11 @@ class Activity:
     def __init__(self) -> None:
         self._open: dict[str, int] = {}
         self._last: dict[str, float] = {}
+        self.started = 0
+        """Proxied exchanges begun since start (a plain int: the fast path pays nothing more)."""
 
     def begin(self, backend_id: str) -> None:
+        self.started += 1
         self._open[backend_id] = self._open.get(backend_id, 0) + 1
         self._last[backend_id] = time.monotonic()
 

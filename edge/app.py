@@ -16,18 +16,21 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api, logs_api
+from edge import keys, local_api, logs_api, status_stream
+from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors.setup import build_executors
-from edge.fastpath import ClientProtocol, FastPath
+from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
 from sync.client import SyncClient
+from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
@@ -117,12 +120,15 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
     proxy_session = proxy_client_session()
+    endpoints = settings.control_endpoints()  # one view of the control planes for every client
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")
     try:
         app[keys.SESSION] = session
         app[keys.REPLICA] = replica
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
-        control = ControlClient(settings.control_url, settings.token, session)
+        # Built off the loop: the SDK's resource detection and exporter imports block.
+        tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
+        control = ControlClient(endpoints, settings.token, session)
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
@@ -136,11 +142,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         )
         executor = build_executors(settings, drone.on_exit)
         app[keys.EXECUTORS] = executor
-        drone.attach(executor)
+        drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(settings.control_url, settings.token, session=session), replica)
+        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -157,6 +163,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         yield
         await executor.close()
         # Tell the control plane those backends are gone, so their keys are free at once rather
@@ -167,7 +174,11 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     finally:
         await proxy_session.close()
         await session.close()
+        if isinstance(endpoints, SrvEndpoints):
+            await endpoints.close()
         await asyncio.to_thread(replica.close)
+        if TELEMETRY in app:
+            await asyncio.to_thread(app[TELEMETRY].shutdown)
 
 
 async def _sync(app: web.Application) -> None:
@@ -185,7 +196,9 @@ async def _drain(app: web.Application) -> None:
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, subdomain_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[telemetry_middleware, errors_middleware, subdomain_middleware], client_max_size=1 << 20
+    )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)
     app.cleanup_ctx.append(_owned_task(_sync, "sync-loop"))
@@ -196,6 +209,8 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
     app.router.add_get("/v1/backends/{backend_id}/logs", logs_api.backend_logs)
+    app.router.add_get("/v1/status/{token}", status_stream.status_stream)
+    app.router.add_get("/metrics", edge_telemetry.metrics)
 
     async def path_proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[keys.PROXY].handle(request)
@@ -209,16 +224,24 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
         drone=app[keys.DRONE],
         activity=app[keys.ACTIVITY],
-        max_body_bytes=settings.max_body_bytes,
+        limits=Limits(
+            max_body_bytes=settings.max_body_bytes,
+            head_timeout_s=settings.head_timeout_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+            max_connections=settings.max_client_connections,
+        ),
     )
+    app[keys.PROXY].fast_path = fast
     assert runner.server is not None
     fast.hand_over = runner.server
+    aiohttp_server = runner.server
+    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from edge import keys as app_keys
 from edge.access import active_signing_key, api_caller
+from edge.telemetry import connect_outcome, control_call
 from sync import tokens
 from sync.errors import BadRequest, ControlPlaneUnreachable, PayloadTooLarge
 from sync.models import BackendStatus, ConnectRequest, Scope
@@ -34,9 +35,16 @@ async def status(request: web.Request) -> web.Response:
             "control_plane": "reachable" if loop.reachable else "unreachable",
             "last_sync_at": last.isoformat() if last else None,
             "backends_running": app[app_keys.DRONE].running(),
+            "fast_path_share": _fast_path_share(app),
             "draining": app[app_keys.DRAIN].draining,
         }
     )
+
+
+def _fast_path_share(app: web.Application) -> float | None:
+    """Of the proxied requests the raw-transport path saw, the share it served (not handed over)."""
+    fast = app[app_keys.PROXY].fast_path
+    return None if fast is None else fast.fast_path_share()
 
 
 async def _read_connect(request: web.Request) -> ConnectRequest:
@@ -53,6 +61,17 @@ async def _read_connect(request: web.Request) -> ConnectRequest:
 
 
 async def connect(request: web.Request) -> web.Response:
+    with connect_outcome(request.app) as outcome:
+        response = await _connect(request)
+        outcome.value = request.get(CONNECT_OUTCOME, "forwarded")
+        return response
+
+
+CONNECT_OUTCOME = web.RequestKey("connect_outcome", str)
+"""How `_connect` answered, for the connect metric: `replica`, `forwarded`, or the control plane's error code."""
+
+
+async def _connect(request: web.Request) -> web.Response:
     app = request.app
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
@@ -60,6 +79,7 @@ async def connect(request: web.Request) -> web.Response:
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:
+            request[CONNECT_OUTCOME] = "replica"
             return web.json_response(answer)
     trusted = set(caller["scopes"]) & {Scope.ADMIN.value, Scope.EDGE.value}
     forwarded = body.model_dump(mode="json", exclude_none=True)
@@ -71,12 +91,15 @@ async def connect(request: web.Request) -> web.Response:
         "X-Meridian-Caller": caller["token_id"],
     }
     try:
-        status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
+        with control_call(app, "POST /v1/connect", headers):
+            status_code, payload = await app[app_keys.CONTROL].connect(forwarded, headers)
     except ControlPlaneUnreachable as exc:
         raise ControlPlaneUnreachable(
             "the control plane is unreachable and this key has no live backend known to this edge",
             retry_after_s=2.0,
         ) from exc
+    if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        request[CONNECT_OUTCOME] = str(payload["error"].get("code", status_code))[:64]
     return web.json_response(payload, status=status_code)
 
 
@@ -96,7 +119,7 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
     claims = tokens.ConnectionClaims(backend["id"], body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
     token = tokens.sign(claims, key["id"], key["secret"])
     edge_url = region["edge_url"].rstrip("/")
-    control_url = app[app_keys.SETTINGS].control_url.rstrip("/")
+    control_url = app[app_keys.CONTROL].base_url
     return {
         "backend_id": backend["id"],
         "key": backend["key"],

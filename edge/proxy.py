@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -53,6 +53,10 @@ NO_TOTAL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 """A streaming response (SSE, a download) may last as long as it likes."""
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 """aiohttp's client adds these when absent: the policy decides the headers, not the client library."""
+
+
+class FastPathStats(Protocol):
+    def fast_path_share(self) -> float | None: ...
 
 
 def proxy_client_session() -> aiohttp.ClientSession:
@@ -139,6 +143,8 @@ class Proxy:
         self.ready_wait_s = ready_wait_s
         self.edge_domain = edge_domain.lower().lstrip(".") if edge_domain else None
         self.policy = policy
+        self.fast_path: FastPathStats | None = None  # set once the raw-transport path is listening
+        self.served_full = 0  # proxied requests served by this (aiohttp) path
         self._replica_changed = asyncio.Event()
         self._verified: dict[str, ConnectionClaims] = {}
 
@@ -182,10 +188,8 @@ class Proxy:
         incoming = self.incoming(
             request.raw_path, h.get("Host", ""), h.get("Cookie"), h.get("Authorization"), request.remote or ""
         )
-        claims = self.verify(incoming.token)
-        if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
-            raise Unauthorized("connection token is for another backend")
-        target = await self._target(request, claims, incoming)
+        target = await self.resolve(incoming, list(h.items()))
+        self.served_full += 1
         self.activity.begin(target.backend_id)
         try:
             if h.get("Upgrade", "").lower() == "websocket":
@@ -233,12 +237,16 @@ class Proxy:
             base_path=f"/{backend['id']}",
         )
 
-    async def _target(self, request: web.Request, claims: ConnectionClaims, incoming: Incoming) -> Target:
+    async def resolve(self, incoming: Incoming, headers: list[tuple[str, str]]) -> Target:
+        """Where the request goes, waiting (bounded) for a backend that is starting."""
+        claims = self.verify(incoming.token)
+        if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
+            raise Unauthorized("connection token is for another backend")
         if self.replica.backend(claims.backend_id) is None:
             await self._known_backend(claims)
         backend = backend_for(self.replica, claims)
         if backend["node_id"] != self.node_id:
-            return self._remote_target(request, backend)
+            return self._remote_target(headers, backend)
         local = await self.drone.wait_settled(backend["id"], self.ready_wait_s)
         if local is None:
             raise BackendNotReady(f"backend {backend['id']} is not ready yet; retry", retry_after_s=1.0)
@@ -246,8 +254,8 @@ class Proxy:
             raise BackendGone(f"backend {backend['id']} is gone")
         return Target(backend["id"], local.address, self.backend_route(backend, claims), backend["secret"])
 
-    def _remote_target(self, request: web.Request, backend: dict[str, Any]) -> Target:
-        if is_proven_hop(request.headers.items(), backend["secret"]):  # one hop at most
+    def _remote_target(self, headers: list[tuple[str, str]], backend: dict[str, Any]) -> Target:
+        if is_proven_hop(headers, backend["secret"]):  # one hop at most
             raise BackendGone(f"backend {backend['id']} is not on this node")
         node = self.replica.node(backend["node_id"])
         if node is None:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.discovery import ControlEndpoints, endpoints_for
+from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
 
 
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
-    control_url: str = Field(description="Base URL of the control plane.")
+    control_url: str = Field(
+        description="The control plane: http(s)://HOST[:PORT], or dns+srv://NAME[?scheme=https] to find "
+        "it by DNS SRV records (e.g. dns+srv://_meridian-control._tcp.example.com.), failing over "
+        "across them."
+    )
+    dns_nameservers: list[str] | None = Field(
+        default=None,
+        description="DNS servers (IP or IP:PORT) for dns+srv:// control URLs; default: the system's.",
+    )
     token: str = Field(description="API token with the `edge` scope.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8701, ge=0, le=65535, description="Port the HTTP server binds.")
@@ -26,7 +37,18 @@ class EdgeSettings(BaseSettings):
         default_factory=list,
         description="Peers (load balancers) whose X-Forwarded-* headers the edge appends to, not replaces.",
     )
-    max_body_bytes: int = Field(default=10 << 20, ge=1024, description="Largest proxied request body.")
+    max_body_bytes: int = Field(
+        default=10 << 20, ge=1024, description="Largest proxied request body (a template may allow more)."
+    )
+    head_timeout_s: float = Field(
+        default=REQUEST_HEAD_TIMEOUT_S, gt=0, description="A client's request head must be complete within this."
+    )
+    keepalive_timeout_s: float = Field(
+        default=KEEPALIVE_IDLE_S, gt=0, description="An idle kept-alive client connection is closed after this."
+    )
+    max_client_connections: int = Field(
+        default=20_000, ge=1, description="Most open client connections (WebSockets included); more get 503."
+    )
     ready_wait_s: float = Field(
         default=30.0, gt=0, description="How long a request waits for a starting backend before 503."
     )
@@ -62,6 +84,15 @@ class EdgeSettings(BaseSettings):
     log_keep_s: float = Field(
         default=3600.0, ge=0, description="How long a backend's logs are kept after it ended, then removed."
     )
+
+    @field_validator("control_url")
+    @classmethod
+    def _control_url_has_a_known_form(cls, value: str) -> str:
+        endpoints_for(value)  # raises ValueError, which names what is wrong
+        return value.rstrip("/")
+
+    def control_endpoints(self) -> ControlEndpoints:
+        return endpoints_for(self.control_url, nameservers=self.dns_nameservers)
 
     def effective_public_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://{self.host}:{bound_port}").rstrip("/")

@@ -88,6 +88,10 @@ def edge_serve(
         str | None, typer.Option(envvar="MERIDIAN_EDGE_PUBLIC_URL", help="URL users reach this edge at.")
     ] = None,
     edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
+    dns_server: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve an edge node: sync, proxy, run backends, heartbeat."""
@@ -108,6 +112,7 @@ def edge_serve(
             capacity=capacity,
             public_url=public_url,
             edge_domain=edge_domain,
+            **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc

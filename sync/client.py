@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 import pydantic
 
+from sync.discovery import ControlEndpoints, SrvEndpoints, endpoints_for, with_failover
 from sync.errors import ControlPlaneUnreachable, ErrorCode, MeridianError, error_from_body
 from sync.models import ChangeKind, ChangesReply
 
@@ -166,19 +167,22 @@ async def _lines(content: aiohttp.StreamReader, max_line_bytes: int) -> AsyncGen
 
 
 class SyncClient:
-    """`changes` and `snapshot` of one control plane. Pass a session to share it; otherwise the
-    client opens one on first use and closes it in `close()`."""
+    """`changes` and `snapshot` of the control plane. `base_url` is a URL (`http(s)://`,
+    `dns+srv://`) or endpoints shared with other clients; a `changes` call whose control plane
+    does not answer moves on to the next endpoint at once. Pass a session to share it; otherwise
+    the client opens one on first use and closes it in `close()`."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | ControlEndpoints,
         token: str,
         *,
         session: aiohttp.ClientSession | None = None,
         timeouts: ClientTimeouts | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self._endpoints = endpoints_for(base_url) if isinstance(base_url, str) else base_url
+        self._owns_endpoints = isinstance(base_url, str)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session = session
         self._owns_session = session is None
@@ -190,11 +194,19 @@ class SyncClient:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    @property
+    def base_url(self) -> str:
+        """The control plane this client prefers now (the first that answered)."""
+        return self._endpoints.preferred
+
     async def changes(self, since: int, wait_s: float) -> ChangesReply:
         """Changes after `since`, waiting up to `wait_s` seconds for some."""
+        return await with_failover(self._endpoints, lambda base: self._changes(base, since, wait_s))
+
+    async def _changes(self, base_url: str, since: int, wait_s: float) -> ChangesReply:
         t = self.timeouts
         timeout = aiohttp.ClientTimeout(total=wait_s + t.changes_margin_s, sock_connect=t.connect_s)
-        url = f"{self.base_url}/v1/sync/changes"
+        url = f"{base_url}/v1/sync/changes"
         with _transport("changes request failed"):
             async with self._http().get(
                 url, params={"since": str(since), "wait": f"{wait_s:g}"}, headers=self._headers, timeout=timeout
@@ -211,9 +223,14 @@ class SyncClient:
         """Open a snapshot stream; read its header at once, its objects through `Snapshot.objects()`."""
         t = self.timeouts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.snapshot_read_s)
-        url = f"{self.base_url}/v1/sync/snapshot"
-        with _transport("snapshot request failed"):
-            resp = await self._http().get(url, headers=self._headers, timeout=timeout)
+        base_url = (await self._endpoints.candidates())[0]
+        try:
+            with _transport("snapshot request failed"):
+                resp = await self._http().get(f"{base_url}/v1/sync/snapshot", headers=self._headers, timeout=timeout)
+        except ControlPlaneUnreachable:
+            self._endpoints.failed(base_url)  # the sync loop's retry goes to the next one
+            raise
+        self._endpoints.succeeded(base_url)
         lines = _lines(resp.content, self._max_line_bytes)
         try:
             with _transport("snapshot request failed"):
@@ -232,6 +249,8 @@ class SyncClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
+        if self._owns_endpoints and isinstance(self._endpoints, SrvEndpoints):
+            await self._endpoints.close()
 
     async def __aenter__(self) -> SyncClient:
         return self

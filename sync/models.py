@@ -6,16 +6,15 @@ leniently enough to survive a newer server adding fields.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-MAX_KEY_BYTES = 256
+from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BackendStatus(StrEnum):
@@ -54,29 +53,12 @@ class Scope(StrEnum):
     OBSERVER = "observer"  # read-only: regions, nodes, backends, templates, placement preview
 
 
-def _check_key(value: str) -> str:
-    if not value:
-        raise ValueError("key must not be empty")
-    if len(value.encode()) > MAX_KEY_BYTES:
-        raise ValueError(f"key is longer than {MAX_KEY_BYTES} bytes")
-    if _CONTROL_CHARS.search(value):
-        raise ValueError("key must not contain control characters")
-    return value
-
-
-def _check_user(value: str) -> str:
-    if _CONTROL_CHARS.search(value):
-        raise ValueError("user must not contain control characters")
-    return value
-
-
-Key = Annotated[str, AfterValidator(_check_key)]
-User = Annotated[str, Field(max_length=256), AfterValidator(_check_user)]
-"""Reaches the backend as a header value (`x-meridian-user`): no CR, LF, NUL or other control character."""
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-Url = Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=2048)]
+Url = HttpUrl
+User = Annotated[Text, Field(max_length=256)]
+"""The user a connection token is for; it travels in the proxied `x-meridian-user` header."""
 
 
 class Strict(BaseModel):
@@ -125,15 +107,15 @@ ExecutorKind = Literal["process", "nomad"]
 
 class TemplateSpec(Strict):
     executor: ExecutorKind
-    argv: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
-    image: str | None = Field(default=None, max_length=1024)
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], str] = Field(
+    argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
+    image: Annotated[Text, Field(max_length=1024)] | None = None
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], ProcessText] = Field(
         default_factory=dict, max_length=256
     )
     idle_timeout_s: int = Field(default=300, ge=1, le=7 * 86400)
     lifetime_limit_s: int | None = Field(default=None, ge=1, le=30 * 86400)
     start_timeout_s: int = Field(default=30, ge=1, le=3600)
-    ready_path: str = Field(default="/", pattern=r"^/[^\s]*$", max_length=1024)
+    ready_path: Annotated[Text, Field(pattern=r"^/[^\s]*$", max_length=1024)] = "/"
     memory_mb: int | None = Field(default=None, ge=16, le=1_048_576)
     cpu_mhz: int | None = Field(default=None, ge=10, le=1_000_000)
 
@@ -166,7 +148,7 @@ class ConnectRequest(Strict):
     template: Name
     region: Name | None = None
     location: Location | None = None
-    client_ip: str | None = Field(default=None, max_length=64)
+    client_ip: Annotated[Text, Field(max_length=64)] | None = None
     user: User | None = None
     auth: dict[str, Any] | None = None
 
@@ -234,11 +216,11 @@ class RevokeRequest(Strict):
 class StatusReport(Strict):
     """An edge's report of one backend's state (heartbeat entry, or a direct status call)."""
 
-    id: str = Field(max_length=64)
+    id: Annotated[Text, Field(max_length=64)]
     status: BackendStatus
-    address: str | None = Field(default=None, max_length=256)
+    address: Annotated[Text, Field(max_length=256)] | None = None
     termination_reason: TerminationReason | None = None
-    exit_code: int | None = None
+    exit_code: Int32 | None = None
 
 
 class StatusReportResult(Wire):
@@ -255,7 +237,7 @@ class HeartbeatIn(Strict):
     region: Name
     address: Url
     capacity: int = Field(ge=0, le=1_000_000)
-    applied_version: int = Field(ge=0)
+    applied_version: NonNegativeInt63
     edge_url: Url | None = None
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
     executors: list[ExecutorKind] | None = Field(
@@ -297,7 +279,7 @@ class HeartbeatOut(Wire):
 
 
 class TokenIn(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[Text, Field(min_length=1, max_length=128)]
     scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
 
 

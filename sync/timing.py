@@ -44,6 +44,22 @@ LOG_CHECK_S: float = 1.0
 LOG_FOLLOW_POLL_S: float = 0.2
 """How often a followed backend log (`GET /v1/backends/{id}/logs?follow=true`) is read for more."""
 
+METRICS_REFRESH_S: float = 10.0
+"""How often the control plane re-reads its fleet gauges while exporting metrics over OTLP (a
+`/metrics` scrape reads them itself)."""
+
+METRICS_READ_TIMEOUT_S: float = 2.0
+"""Longest a read of the fleet gauges may take; past it the previous numbers are served."""
+
+TELEMETRY_SHUTDOWN_S: float = 2.0
+"""Longest a stopping process waits for its last telemetry export (a dead endpoint must not hold it up)."""
+
+REQUEST_HEAD_TIMEOUT_S: float = 10.0
+"""An edge closes a client connection whose request head is not complete this long after it began."""
+
+KEEPALIVE_IDLE_S: float = 75.0
+"""An edge closes a kept-alive client connection idle this long between requests."""
+
 DRAIN_IDLE_AFTER_S: float = 10.0
 """On a draining node, a backend with no open connection this long is stopped (sooner than its
 template's idle timeout when that is longer): draining empties a node as fast as its users allow."""
@@ -51,5 +67,17 @@ template's idle timeout when that is longer): draining empties a node as fast as
 FLEET_EVENTS_CHECK_S: float = 1.0
 """How often the dashboard's fleet stream re-reads node health and load when the version stands still."""
 
+FLEET_EVENTS_MIN_INTERVAL_S: float = 0.5
+"""The fleet stream reads the state at most this often, however fast versions move (one read per burst)."""
+
 FLEET_EVENTS_KEEPALIVE_S: float = 15.0
 """The fleet stream sends a comment line after this much silence, so proxies keep it open."""
+
+DISCOVERY_MIN_TTL_S: float = 5.0
+"""Shortest time a DNS SRV answer for the control plane is kept (a TTL of 0 would mean a query per call)."""
+
+DISCOVERY_MAX_TTL_S: float = 300.0
+"""Longest time a DNS SRV answer is kept, whatever its TTL says: moved control planes are found again."""
+
+DISCOVERY_RETRY_S: float = 2.0
+"""After a failed DNS lookup, how long the last good answer is used before asking again."""

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from control.db import translate_db_errors
 from control.http.deps import AdminCaller, State
 from control.queries import backends, edge_nodes
 from sync.errors import BackendUnreachable, ErrorCode, MeridianError, NotFound, error_from_body
@@ -37,7 +36,7 @@ async def backend_logs(
     tail: Annotated[int, Query(ge=0, le=10_000)] = 100,
     follow: Annotated[bool, Query()] = False,
 ) -> StreamingResponse:
-    async with translate_db_errors(), state.pool.acquire() as conn:
+    async with state.pool.acquire() as conn:  # database errors: the app's global handlers
         row = await backends.get(conn, backend_id)
         node = await edge_nodes.get(conn, row["node_id"]) if row is not None else None
     if row is None or node is None:

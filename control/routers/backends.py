@@ -7,7 +7,6 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 
-from control.db import translate_db_errors
 from control.http.deps import ClientCaller, EdgeCaller, ReadOnlyCaller, State
 from control.services import backends
 from control.services.events import status_events
@@ -15,12 +14,12 @@ from sync.errors import BadRequest
 from sync.models import (
     BackendStatus,
     BackendView,
-    Key,
     Name,
     RevokeRequest,
     StatusReport,
     TerminateRequest,
 )
+from sync.validation import INT63_MAX, Key
 
 router = APIRouter(prefix="/v1/backends")
 
@@ -36,16 +35,14 @@ async def list_backends(
     status: Annotated[BackendStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[BackendView]:
-    async with translate_db_errors():
-        return await backends.list_backends(
-            state.pool, caller, key=key, region=region, status=status.value if status else None, limit=limit
-        )
+    return await backends.list_backends(
+        state.pool, caller, key=key, region=region, status=status.value if status else None, limit=limit
+    )
 
 
 @router.get("/{backend_id}", response_model=BackendView, response_model_exclude_none=True)
 async def get_backend(backend_id: BackendId, state: State, caller: ReadOnlyCaller) -> BackendView:
-    async with translate_db_errors():
-        found = await backends.get_backend(state.pool, backend_id, caller)
+    found = await backends.get_backend(state.pool, backend_id, caller)
     if not caller.is_admin:
         found.address = None
     return found
@@ -55,16 +52,14 @@ async def get_backend(backend_id: BackendId, state: State, caller: ReadOnlyCalle
 async def terminate(
     backend_id: BackendId, state: State, caller: ClientCaller, body: TerminateRequest | None = None
 ) -> BackendView:
-    async with translate_db_errors():
-        return await backends.terminate(state.pool, backend_id, caller, hard=(body or TerminateRequest()).hard)
+    return await backends.terminate(state.pool, backend_id, caller, hard=(body or TerminateRequest()).hard)
 
 
 @router.post("/{backend_id}/revoke")
 async def revoke(
     backend_id: BackendId, state: State, caller: ClientCaller, body: RevokeRequest | None = None
 ) -> dict[str, object]:
-    async with translate_db_errors():
-        return await backends.revoke(state.pool, backend_id, caller, (body or RevokeRequest()).user)
+    return await backends.revoke(state.pool, backend_id, caller, (body or RevokeRequest()).user)
 
 
 @router.post("/{backend_id}/status", response_model=BackendView, response_model_exclude_none=True)
@@ -72,8 +67,7 @@ async def report_status(backend_id: BackendId, body: StatusReport, state: State,
     """An edge reports one backend's status at once (heartbeats carry the same, later)."""
     if body.id != backend_id:
         raise BadRequest("body id differs from the path", fields={"id": "must equal the path's backend id"})
-    async with translate_db_errors():
-        return await backends.report_status(state.pool, body)
+    return await backends.report_status(state.pool, body)
 
 
 @router.get("/{backend_id}/events")
@@ -86,9 +80,10 @@ async def events(
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError as exc:
-        raise BadRequest("Last-Event-ID must be an integer") from exc
-    async with translate_db_errors():
-        await backends.get_backend(state.pool, backend_id, caller)
+        raise BadRequest("Last-Event-ID must be an integer", fields={"Last-Event-ID": "not an integer"}) from exc
+    if not 0 <= after <= INT63_MAX:
+        raise BadRequest("Last-Event-ID is out of range", fields={"Last-Event-ID": "must be 0 to 2**63-1"})
+    await backends.get_backend(state.pool, backend_id, caller)
 
     async def stream() -> AsyncIterator[bytes]:
         async for seq, event in status_events(state.pool, state.notifier, backend_id, after):

@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from control.db import translate_db_errors
 from control.http.deps import ReaderCaller, State
 from control.services import connect as connect_service
 from control.services.auth import Caller
+from control.telemetry import connect_outcome
 from sync.errors import BadRequest
 from sync.models import ConnectRequest, ConnectResponse, Scope
 
@@ -65,10 +65,9 @@ async def connect(
         default_region=state.settings.placement.default_region,
         explain=explain,
     )
-    async with translate_db_errors():
-        answer = await connect_service.connect(
-            state.pool, state.placer, state.fleet, state.flights, state.keyring, body, ctx
-        )
+    async with connect_outcome(request) as outcome:
+        answer = await connect_service.connect(state.connect, body, ctx)
+        outcome.value = "spawned" if answer.spawned else "existing"
     if not answer.placement.ranking:
         answer.placement.ranking = None
     return answer

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control.db import translate_db_errors
 from control.http.deps import State
 from control.queries import system_version
 from sync.models import Health
@@ -12,6 +11,6 @@ router = APIRouter()
 
 @router.get("/healthz", response_model=Health)
 async def healthz(state: State) -> Health:
-    async with translate_db_errors(), state.pool.acquire() as conn:
+    async with state.pool.acquire() as conn:
         row = await system_version.read(conn)
     return Health(status="ok", version=row["version"])

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control.db import translate_db_errors
 from control.http.deps import ObserverCaller, State
 from control.services import placement_preview
 from sync.models import PlacementPreview, PlacementPreviewRequest
@@ -13,7 +12,6 @@ router = APIRouter(prefix="/v1/placement")
 @router.post("/preview", response_model=PlacementPreview)
 async def preview(body: PlacementPreviewRequest, state: State, caller: ObserverCaller) -> PlacementPreview:
     """The ranking `connect` would compute for a user at `location` (or `client_ip`); spawns nothing."""
-    async with translate_db_errors():
-        return await placement_preview.preview(
-            state.pool, state.placer, state.fleet, body, state.settings.placement.default_region
-        )
+    return await placement_preview.preview(
+        state.pool, state.placer, state.connect.fleet, body, state.settings.placement.default_region
+    )

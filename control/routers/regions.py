@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from control.db import translate_db_errors
 from control.http.deps import AdminCaller, ReadOnlyCaller, State
 from control.services import regions
 from sync.models import NAME_PATTERN, RegionIn, RegionView
@@ -16,11 +15,9 @@ RegionName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 @router.put("/{name}", response_model=RegionView)
 async def put_region(name: RegionName, body: RegionIn, state: State, caller: AdminCaller) -> RegionView:
-    async with translate_db_errors():
-        return await regions.put_region(state.pool, name, body)
+    return await regions.put_region(state.pool, name, body)
 
 
 @router.get("", response_model=list[RegionView])
 async def list_regions(state: State, caller: ReadOnlyCaller) -> list[RegionView]:
-    async with translate_db_errors():
-        return await regions.list_regions(state.pool)
+    return await regions.list_regions(state.pool)

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from control.db import translate_db_errors
 from control.http.deps import EdgeCaller, State
 from control.services.snapshot import SnapshotStream
 from control.services.sync import MAX_WAIT_S, Page
 from control.services.sync_runtime import SyncRuntime
+from sync.validation import INT63_MAX
 
 router = APIRouter(prefix="/v1/sync")
 
@@ -30,7 +30,7 @@ async def changes(
     request: Request,
     state: State,
     caller: EdgeCaller,
-    since: Annotated[int, Query(ge=0, description="The caller's applied version.")],
+    since: Annotated[int, Query(ge=0, le=INT63_MAX, description="The caller's applied version.")],
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to wait for a change.")] = 0.0,
 ) -> Response:
     """Changes after `since`, whole versions only; waits up to `wait` seconds when there are none.
@@ -40,8 +40,7 @@ async def changes(
     of the current version.
     """
     feed = _runtime(request).feed
-    async with translate_db_errors():
-        page = await _unless_disconnected(request, feed.long_poll(since, wait))
+    page = await _unless_disconnected(request, feed.long_poll(since, wait))
     if page is None:  # the client went away; nobody reads this
         return Response(status_code=204)
     return Response(page.body, media_type="application/json", headers={"Cache-Control": "no-store"})
@@ -54,8 +53,7 @@ async def snapshot(request: Request, state: State, caller: EdgeCaller) -> Respon
     release = runtime.snapshots.admit()
     stream = SnapshotStream(state.pool, runtime.settings.snapshot_page_size)
     try:
-        async with translate_db_errors():
-            await stream.open()
+        await stream.open()
     except BaseException:
         release()
         raise

@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from control.db import translate_db_errors
 from control.http.deps import AdminCaller, ReadOnlyCaller, State
 from control.services import templates
 from sync.models import NAME_PATTERN, TemplateSpec, TemplateView
@@ -16,17 +15,14 @@ TemplateName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 @router.put("/{name}", response_model=TemplateView)
 async def put_template(name: TemplateName, body: TemplateSpec, state: State, caller: AdminCaller) -> TemplateView:
-    async with translate_db_errors():
-        return await templates.put_template(state.pool, name, body)
+    return await templates.put_template(state.pool, name, body)
 
 
 @router.get("", response_model=list[TemplateView])
 async def list_templates(state: State, caller: ReadOnlyCaller) -> list[TemplateView]:
-    async with translate_db_errors():
-        return await templates.list_templates(state.pool)
+    return await templates.list_templates(state.pool)
 
 
 @router.get("/{name}", response_model=TemplateView)
 async def get_template(name: TemplateName, state: State, caller: ReadOnlyCaller) -> TemplateView:
-    async with translate_db_errors():
-        return await templates.get_template(state.pool, name)
+    return await templates.get_template(state.pool, name)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control.db import translate_db_errors
 from control.http.deps import AdminCaller, State
 from control.services import auth, signing
 from sync.models import TokenIn, TokenView
@@ -12,11 +11,9 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/tokens", response_model=TokenView, status_code=201)
 async def create_token(body: TokenIn, state: State, caller: AdminCaller) -> TokenView:
-    async with translate_db_errors():
-        return await auth.issue_token(state.pool, body)
+    return await auth.issue_token(state.pool, body)
 
 
 @router.post("/signing-keys/rotate")
 async def rotate_signing_key(state: State, caller: AdminCaller) -> dict[str, str]:
-    async with translate_db_errors():
-        return {"id": await signing.rotate(state.pool, state.keyring)}
+    return {"id": await signing.rotate(state.pool, state.keyring)}

@@ -17,13 +17,12 @@ transaction. The floor never goes down. One compaction runs at a time across con
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 
-from control.db import TRANSIENT_ERRORS
+from control.loop_service import LoopService
 from control.queries import changes, system_version
 from control.settings import SyncSettings
 
@@ -57,13 +56,10 @@ async def compact(pool: asyncpg.Pool, *, keep_versions: int, keep_s: float) -> C
     return CompactionResult(floor=floor, deleted=deleted)
 
 
-async def run_periodically(pool: asyncpg.Pool, settings: SyncSettings) -> None:
-    """Compact every `compaction_interval_s` until cancelled; a database outage only skips a turn."""
-    while True:
-        await asyncio.sleep(settings.compaction_interval_s)
-        try:
-            await compact(pool, keep_versions=settings.compaction_keep_versions, keep_s=settings.compaction_keep_s)
-        except TRANSIENT_ERRORS as exc:
-            log.warning("compaction skipped: database unreachable (%s)", exc)
-        except asyncpg.PostgresError:
-            log.exception("compaction failed")
+def compaction_service(pool: asyncpg.Pool, settings: SyncSettings) -> LoopService:
+    """Compacts every `compaction_interval_s`; a database outage only skips a turn."""
+    return LoopService(
+        "change-log-compaction",
+        settings.compaction_interval_s,
+        lambda: compact(pool, keep_versions=settings.compaction_keep_versions, keep_s=settings.compaction_keep_s),
+    )

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from control.db import Conn
-from control.placement import PlacementDecision, PlacementInput, Placer, RegionCandidate
-from control.queries import backends, edge_nodes, keys, regions, template_names
+from control.placement import PlacementDecision, PlacementInput, Placer
+from control.queries import backends, edge_nodes, keys, template_names
 from control.services.auth import Caller
+from control.services.fleet import FleetView, FleetViewCache
 from control.services.signing import Keyring
+from control.singleflight import SingleFlight
 from control.versioning import write_transaction
 from sync.errors import ExecutorUnavailable, KeyHeld, NoCapacity, TemplateUnknown
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
+from sync.telemetry import with_trace_context
 from sync.timing import NODE_LOST_AFTER_S
 
 
@@ -35,29 +35,38 @@ class ConnectContext:
 
 
 @dataclass(frozen=True)
-class _Placed:
+class Placed:
+    """The backend a connect answers with, and how it came to be."""
+
     row: asyncpg.Record
     edge_url: str
     spawned: bool
     placement: PlacementView
 
 
-async def connect(
-    pool: asyncpg.Pool,
-    placer: Placer,
-    fleet_cache: FleetViewCache,
-    flights: KeyFlights,
-    keyring: Keyring,
-    req: ConnectRequest,
-    ctx: ConnectContext,
-) -> ConnectResponse:
+@dataclass
+class ConnectDeps:
+    """What connect needs that lives for the whole process."""
+
+    pool: asyncpg.Pool
+    placer: Placer
+    keyring: Keyring
+    fleet: FleetViewCache = field(default_factory=FleetViewCache)
+    # Concurrent connects of one new key in this process share one spawn transaction (the
+    # database's key lock still decides between control-plane processes).
+    flights: SingleFlight[Placed] = field(default_factory=SingleFlight)
+
+
+async def connect(deps: ConnectDeps, req: ConnectRequest, ctx: ConnectContext) -> ConnectResponse:
     if req.key is None:
-        placed = await _spawn(pool, placer, fleet_cache, req, ctx)
+        placed = await _spawn(deps, req, ctx)
     else:
-        placed = await _existing(pool, req) or await flights.run(
-            req.key, lambda: _spawn(pool, placer, fleet_cache, req, ctx)
-        )
+        placed = await _live(deps.pool, req) or await _spawn_key_once(deps, req.key, req, ctx)
         _check_template(placed.row, req)
+    return _answer(deps.keyring, placed, req, ctx)
+
+
+def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectContext) -> ConnectResponse:
     row = placed.row
     token = keyring.issue(row["id"], req.user)
     edge_url = placed.edge_url.rstrip("/")
@@ -76,8 +85,9 @@ async def connect(
     )
 
 
-def _existing_placement(row: asyncpg.Record) -> PlacementView:
-    return PlacementView(region=row["region"], reason="existing", distance_km=None)
+def _existing(row: asyncpg.Record, edge_url: str | None = None) -> Placed:
+    placement = PlacementView(region=row["region"], reason="existing", distance_km=None)
+    return Placed(row, edge_url or row["edge_url"], False, placement)
 
 
 def _check_template(row: asyncpg.Record, req: ConnectRequest) -> None:
@@ -88,7 +98,7 @@ def _check_template(row: asyncpg.Record, req: ConnectRequest) -> None:
         )
 
 
-async def _existing(pool: asyncpg.Pool, req: ConnectRequest) -> _Placed | None:
+async def _live(pool: asyncpg.Pool, req: ConnectRequest) -> Placed | None:
     """Read-only fast path: no lock, no write, no version bump."""
     assert req.key is not None
     async with pool.acquire() as conn:
@@ -96,99 +106,25 @@ async def _existing(pool: asyncpg.Pool, req: ConnectRequest) -> _Placed | None:
     if row is None:
         return None
     _check_template(row, req)
-    return _Placed(row, row["edge_url"], False, _existing_placement(row))
+    return _existing(row)
 
 
-class KeyFlights:
-    """Concurrent connects of one new key in this process share one spawn transaction (the
-    database's key lock still decides between control-plane processes). Only the caller that
-    started the flight is told `spawned`."""
-
-    def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Future[_Placed]] = {}
-
-    async def run(self, key: str, spawn: Callable[[], Awaitable[_Placed]]) -> _Placed:
-        flight = self._flights.get(key)
-        if flight is not None:
-            placed = await asyncio.shield(flight)
-            return _Placed(placed.row, placed.edge_url, False, _existing_placement(placed.row))
-        flight = self._flights[key] = asyncio.ensure_future(spawn())
-        try:
-            return await asyncio.shield(flight)
-        finally:
-            self._flights.pop(key, None)
+async def _spawn_key_once(deps: ConnectDeps, key: str, req: ConnectRequest, ctx: ConnectContext) -> Placed:
+    """Only the caller that started the flight is told `spawned`."""
+    placed, leader = await deps.flights.run(key, lambda: _spawn(deps, req, ctx))
+    return placed if leader else _existing(placed.row, placed.edge_url)
 
 
-@dataclass(frozen=True)
-class FleetView:
-    """What placement needs: candidate regions with health and load, edge URLs, the default region."""
-
-    candidates: tuple[RegionCandidate, ...]
-    edge_urls: dict[str, str]
-    oldest_region: str | None
-
-
-class FleetViewCache:
-    """Reads the fleet at most once per `ttl_s`: placement on a view a few hundred ms old is fine
-    because the node is chosen again, with its live count, inside the connect transaction."""
-
-    def __init__(self, ttl_s: float = 0.25) -> None:
-        self._ttl_s = ttl_s
-        self._view: FleetView | None = None
-        self._expires = 0.0
-        self._loading: asyncio.Future[FleetView] | None = None
-
-    def invalidate(self) -> None:
-        self._view = None
-
-    async def get(self, pool: asyncpg.Pool) -> FleetView:
-        view = self._view
-        if view is not None and time.monotonic() < self._expires:
-            return view
-        if self._loading is None:  # one read serves every caller waiting for it
-            self._loading = asyncio.ensure_future(self._load(pool))
-        return await asyncio.shield(self._loading)
-
-    async def _load(self, pool: asyncpg.Pool) -> FleetView:
-        try:
-            async with pool.acquire() as conn:
-                view = await read_fleet(conn)
-            self._view, self._expires = view, time.monotonic() + self._ttl_s
-            return view
-        finally:
-            self._loading = None
+async def _spawn(deps: ConnectDeps, req: ConnectRequest, ctx: ConnectContext) -> Placed:
+    try:
+        return await _spawn_transaction(deps.pool, deps.placer, await deps.fleet.get(deps.pool), req, ctx)
+    except NoCapacity:
+        # The cached view may be stale (a node just filled up or died): decide once more on a fresh one.
+        deps.fleet.invalidate()
+        return await _spawn_transaction(deps.pool, deps.placer, await deps.fleet.get(deps.pool), req, ctx)
 
 
-async def read_fleet(conn: Conn) -> FleetView:
-    region_rows = await regions.list_all(conn)
-    node_rows = await edge_nodes.list_with_load(conn, NODE_LOST_AFTER_S)
-    out = []
-    for r in region_rows:
-        nodes = [n for n in node_rows if n["region"] == r["name"]]
-        healthy = [n for n in nodes if n["healthy"]]
-        taking = [n for n in healthy if not n["draining"]]  # a draining node takes no new backend
-        live = sum(n["live"] for n in nodes)
-        capacity = sum(n["capacity"] for n in taking)
-        free = sum(max(n["capacity"] - n["live"], 0) for n in taking)
-        if r["capacity"] is not None:
-            free = min(free, r["capacity"] - live)
-            capacity = min(capacity, r["capacity"])
-        out.append(
-            RegionCandidate(
-                name=r["name"],
-                lat=r["lat"],
-                lon=r["lon"],
-                healthy=bool(healthy),
-                free_capacity=free,
-                load=live / capacity if capacity > 0 else 1.0,
-                draining=bool(healthy) and not taking,
-            )
-        )
-    oldest = min(region_rows, key=lambda r: (r["created_at"], r["name"]))["name"] if region_rows else None
-    return FleetView(tuple(out), {r["name"]: r["edge_url"] for r in region_rows}, oldest)
-
-
-def place(placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext) -> PlacementDecision:
+def _place(placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext) -> PlacementDecision:
     return placer.place(
         PlacementInput(
             pinned_region=req.region,
@@ -199,17 +135,6 @@ def place(placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectCon
         ),
         fleet.candidates,
     )
-
-
-async def _spawn(
-    pool: asyncpg.Pool, placer: Placer, fleet_cache: FleetViewCache, req: ConnectRequest, ctx: ConnectContext
-) -> _Placed:
-    try:
-        return await _spawn_once(pool, placer, await fleet_cache.get(pool), req, ctx)
-    except NoCapacity:
-        # The cached view may be stale (a node just filled up or died): decide once more on a fresh one.
-        fleet_cache.invalidate()
-        return await _spawn_once(pool, placer, await fleet_cache.get(pool), req, ctx)
 
 
 async def _refuse_missing_executor(conn: Conn, region: str, executor: str, template: str) -> None:
@@ -223,9 +148,11 @@ async def _refuse_missing_executor(conn: Conn, region: str, executor: str, templ
         )
 
 
-async def _spawn_once(
+async def _spawn_transaction(
     pool: asyncpg.Pool, placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext
-) -> _Placed:
+) -> Placed:
+    """The one write of connect: lock the key, find its live backend or insert one on the least
+    loaded node of the chosen region, bump its fencing token, and record both changes."""
     async with write_transaction(pool) as tx:
         conn = tx.conn
         template = await template_names.get(conn, req.template)
@@ -238,9 +165,9 @@ async def _spawn_once(
             live = await backends.live_for_key(conn, req.key)
             if live is not None:
                 _check_template(live, req)
-                return _Placed(live, live["edge_url"], False, _existing_placement(live))
+                return _existing(live)
             fencing_token = key_row["fencing_token"] + 1
-        decision = place(placer, fleet, req, ctx)
+        decision = _place(placer, fleet, req, ctx)
         executor = template["spec"]["executor"]
         node = await edge_nodes.least_loaded_in_region(conn, decision.region, NODE_LOST_AFTER_S, executor)
         if node is None:
@@ -259,12 +186,8 @@ async def _spawn_once(
             user_id=req.user,
             secret=secrets.token_urlsafe(24),
         )
-        tx.upsert(ChangeKind.BACKEND, row["id"], row)
+        tx.upsert(ChangeKind.BACKEND, row["id"], with_trace_context(row))
         if req.key is not None:
             tx.upsert(ChangeKind.KEY, req.key, await keys.assign(conn, req.key, row["id"], fencing_token))
-    return _Placed(
-        row,
-        fleet.edge_urls[decision.region],
-        True,
-        PlacementView(**decision.to_wire(ranking_limit=None if ctx.explain else 0)),
-    )
+    wire = decision.to_wire(ranking_limit=None if ctx.explain else 0)
+    return Placed(row, fleet.edge_urls[decision.region], True, PlacementView(**wire))

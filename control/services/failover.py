@@ -3,14 +3,11 @@ lost, so their keys can be served from another region (the fencing token guards 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 
-from control.db import TRANSIENT_ERRORS
+from control.loop_service import LoopService
 from control.queries import backends
 from control.versioning import write_transaction
 from sync.models import ChangeKind
@@ -29,19 +26,5 @@ async def fail_over_silent_nodes(pool: asyncpg.Pool, silent_for_s: float = KEY_F
     return len(rows)
 
 
-@asynccontextmanager
-async def failover_task(pool: asyncpg.Pool, every_s: float = NODE_LOST_AFTER_S) -> AsyncIterator[None]:
-    async def run() -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await fail_over_silent_nodes(pool)
-            except TRANSIENT_ERRORS as exc:
-                log.warning("key failover skipped: database unreachable (%s)", exc)
-
-    task = asyncio.create_task(run(), name="key-failover")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+def failover_service(pool: asyncpg.Pool, every_s: float = NODE_LOST_AFTER_S) -> LoopService:
+    return LoopService("key-failover", every_s, lambda: fail_over_silent_nodes(pool))

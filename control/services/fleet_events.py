@@ -3,11 +3,13 @@
 A `regions` event goes out whenever the regions, their nodes' health, load, applied versions or the
 system version changed (checked on every new version and at least every FLEET_EVENTS_CHECK_S, since
 heartbeats are observation and do not move the version); a `backends` event whenever the version
-moved (every backend change does). Unchanged state is not sent again.
+moved (every backend change does), at most every FLEET_EVENTS_MIN_INTERVAL_S. Unchanged state is
+not sent again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,11 +17,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from control.db import TRANSIENT_ERRORS
 from control.notifier import VersionNotifier
 from control.queries import system_version
 from control.services import backends, regions
 from control.services.auth import Caller
-from sync.timing import FLEET_EVENTS_CHECK_S, FLEET_EVENTS_KEEPALIVE_S
+from sync.timing import FLEET_EVENTS_CHECK_S, FLEET_EVENTS_KEEPALIVE_S, FLEET_EVENTS_MIN_INTERVAL_S
 
 BACKENDS_SHOWN = 500  # the most recent ones: the dashboard is a window, not an export
 KEEPALIVE = b": keepalive\n\n"
@@ -52,18 +55,30 @@ async def fleet_events(
     caller: Caller,
     check_s: float = FLEET_EVENTS_CHECK_S,
 ) -> AsyncIterator[bytes]:
-    """SSE frames, forever: the current state first, then each change."""
+    """SSE frames, forever: the current state first, then each change. While the database is
+    unreachable the stream stays open, says so once (`unavailable`) and resumes when it is back."""
     sent_regions = b""
     sent_version = -1
     quiet_since = time.monotonic()
+    unavailable = False
     while True:
         seen = notifier.latest
-        version = await _version(pool)
+        read_at = time.monotonic()
         frames = []
-        if version != sent_version:
-            frames.append(await _backends(pool, caller, version))
-            sent_version = version
-        region_frame = await _regions(pool, version)
+        try:
+            version = await _version(pool)
+            if version != sent_version:
+                frames.append(await _backends(pool, caller, version))
+            region_frame = await _regions(pool, version)
+        except TRANSIENT_ERRORS:
+            if not unavailable:
+                unavailable = True
+                sent_regions, sent_version = b"", -1  # everything again once it is back
+                yield sse("unavailable", {"message": "the database is unreachable; retrying"})
+            await asyncio.sleep(check_s)
+            continue
+        unavailable = False
+        sent_version = version
         if region_frame != sent_regions:
             frames.insert(0, region_frame)
             sent_regions = region_frame
@@ -73,3 +88,5 @@ async def fleet_events(
             quiet_since = time.monotonic()
             yield b"".join(frames)
         await notifier.wait_beyond(max(seen, version), check_s)
+        # Under a burst of commits, read at most every FLEET_EVENTS_MIN_INTERVAL_S: many versions, one read.
+        await asyncio.sleep(max(0.0, read_at + FLEET_EVENTS_MIN_INTERVAL_S - time.monotonic()))

@@ -6,7 +6,7 @@ import asyncpg
 
 from control.placement import PlacementInput, Placer
 from control.queries import template_names
-from control.services.connect import FleetViewCache
+from control.services.fleet import FleetViewCache
 from sync.errors import TemplateUnknown
 from sync.models import Location, PlacementPreview, PlacementPreviewRequest
 

@@ -3,14 +3,13 @@ the periodic compaction task."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
 
+from control.loop_service import running
 from control.notifier import VersionNotifier
 from control.services import compaction
 from control.services.snapshot import SnapshotAdmission
@@ -34,11 +33,8 @@ async def sync_runtime(
         feed=ChangeFeed(pool, notifier, settings.changes_page_limit),
         snapshots=SnapshotAdmission(settings.max_concurrent_snapshots),
     )
-    task = asyncio.create_task(compaction.run_periodically(pool, settings), name="change-log-compaction")
     try:
-        yield runtime
+        async with running(compaction.compaction_service(pool, settings)):
+            yield runtime
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         runtime.feed.close()

@@ -330,3 +330,35 @@ def test_a_key_written_as_html_is_shown_as_text_and_never_runs(ui: Watched, clus
     row.locator("a").click()
     expect(ui.page.locator('#backend-details dd[data-field="key"]')).to_have_text(key)
     assert ui.page.locator("#backend-view img").count() == 0
+
+
+def _tab_to(page: Page, selector: str, presses: int = 80) -> None:
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => document.activeElement?.matches(s)", selector):
+            return
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def test_keyboard_alone_opens_a_backend_and_terminates_it_after_confirming(ui: Watched, cluster: DevCluster) -> None:
+    page = ui.page
+    key = f"doc-keys-{time.monotonic_ns()}"
+    r = httpx.post(f"{cluster.control_url}/v1/connect", json={"key": key, "template": "demo"}, headers=AUTH, timeout=30)
+    backend_id = r.json()["backend_id"]
+    page.locator(f'#backend-table tr[data-backend="{backend_id}"]').wait_for(timeout=2000)
+    page.locator("#filter-key").focus()
+    page.keyboard.type(key)
+    _tab_to(page, f'#backend-table a[href="#/backends/{backend_id}"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#backend-view")).to_be_visible()
+    expect(page.locator('#history li[data-status="ready"]')).to_have_count(1, timeout=15_000)
+    _tab_to(page, "#terminate")
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    assert page.evaluate("document.activeElement.value") == "cancel"  # the safe choice has the focus
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.value") == "terminate"
+    page.keyboard.press("Enter")
+    expect(page.locator('#history li[data-status="terminated"]')).to_have_count(1, timeout=15_000)
+    status = httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=10).json()["status"]
+    assert status in ("draining", "terminated")

@@ -56,6 +56,7 @@ def test_dev_prints_its_cluster_serves_and_sigterm_leaves_no_process(tmp_path: P
         text = "".join(banner)
         assert f"http://127.0.0.1:{port}" in text and token in text, text
         assert f"http://127.0.0.1:{port + 2}" in text and "ap-south" in text
+        assert f"dashboard      http://127.0.0.1:{port}/ui/" in text
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(
             f"http://127.0.0.1:{port + 2}/v1/connect", json={"key": "dev", "template": "demo"}, headers=auth, timeout=30

@@ -226,6 +226,6 @@ async def test_backends_of_a_node_silent_past_key_failover_are_lost_and_free_the
     assert await fail_over_silent_nodes(control.state.pool) == 1
     lost = (await admin.get(f"/v1/backends/{a['backend_id']}")).json()
     assert lost["status"] == "terminated" and lost["termination_reason"] == "lost"
-    control.state.fleet.invalidate()
+    control.state.connect.fleet.invalidate()
     b = (await admin.post("/v1/connect", json={"key": "fo", "template": "demo"})).json()
     assert b["region"] == "us-east" and b["fencing_token"] == a["fencing_token"] + 1

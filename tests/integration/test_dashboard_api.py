@@ -6,13 +6,15 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, ensure_database
 from control.routers.ui import FILES
-from tests.conftest import RunningControl
+from tests.conftest import RunningControl, start_control, stop_control
 from tests.helpers import cluster, heartbeat
 
 REGIONS = ["eu-west", "us-east", "ap-northeast"]
@@ -134,6 +136,29 @@ async def test_a_new_backend_reaches_the_stream_within_two_seconds(
     assert shown["key"] == "doc-live" and "address" not in shown
 
 
+async def test_a_burst_of_commits_costs_the_stream_one_read_per_half_second(
+    stream: EventReader, admin: httpx.AsyncClient
+) -> None:
+    await stream.next()
+    await stream.next()
+    started = time.monotonic()
+    ids = set()
+    for i in range(20):
+        r = await admin.post("/v1/connect", json={"key": f"doc-burst-{i}", "template": "demo"})
+        ids.add(r.json()["backend_id"])
+    spent = time.monotonic() - started
+    seen = 0
+
+    def all_there(data: dict) -> bool:
+        nonlocal seen
+        seen += 1
+        return ids <= {b["id"] for b in data["backends"]}
+
+    await stream.until("backends", all_there, 2.0)
+    assert seen <= 2 + (time.monotonic() - started) / 0.5, (seen, spent)  # not one event per commit
+    assert spent < 0.5 * 20  # the connects were a burst: a read per commit would have sent ~20
+
+
 async def test_a_heartbeat_that_moves_no_version_still_reaches_the_stream(
     fleet: RunningControl, stream: EventReader, edge_token: str
 ) -> None:
@@ -156,3 +181,23 @@ async def test_the_fleet_stream_is_for_admin_and_observer_only(
             r = await c.get("/v1/fleet/events")
             assert r.status_code == status
             assert r.json()["error"]["code"] == ("forbidden" if status == 403 else "unauthorized")
+
+
+async def test_the_fleet_stream_outlives_a_database_outage(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path)  # a server of its own: this test stops it
+    admin_url = await asyncio.to_thread(server.start)
+    running = None
+    try:
+        running = await start_control(await ensure_database(admin_url, DATABASE_NAME))
+        async with running.client() as admin, admin.stream("GET", "/v1/fleet/events") as response:
+            events = EventReader(response)
+            assert {(await events.next())[0], (await events.next())[0]} == {"regions", "backends"}
+            await asyncio.to_thread(server.stop)
+            event, data = await events.next(timeout_s=10)
+            assert (event, data["message"]) == ("unavailable", "the database is unreachable; retrying")
+            await asyncio.to_thread(server.start)
+            await events.until("regions", lambda d: d["regions"] == [], timeout_s=30)
+    finally:
+        if running is not None:
+            await stop_control(running)
+        await asyncio.to_thread(server.stop)

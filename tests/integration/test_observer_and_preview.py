@@ -134,7 +134,7 @@ async def test_preview_says_why_the_nearest_region_was_not_chosen(
         await conn.execute(
             "UPDATE edge_nodes SET last_heartbeat_at = now() - interval '1 hour' WHERE region = 'ap-northeast'"
         )
-    fleet.state.fleet.invalidate()
+    fleet.state.connect.fleet.invalidate()
     answer = (await observer.post("/v1/placement/preview", json={"location": TOKYO})).json()
     assert answer["reason"] == "location+fallback"
     assert answer["region"] == "eu-west"

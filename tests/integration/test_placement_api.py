@@ -75,12 +75,12 @@ async def test_nearest_unhealthy_or_full_falls_back_to_the_next_nearest(world: R
             await conn.execute(
                 "UPDATE edge_nodes SET last_heartbeat_at = now() - interval '1 hour' WHERE region = 'eu-west'"
             )
-        world.state.fleet.invalidate()
+        world.state.connect.fleet.invalidate()
         answer = await _connect(admin, client_ip=LONDON)
         assert answer["region"] == "eu-central" and answer["placement"]["reason"] == "client_ip+fallback"
         for _ in range(5):  # fill eu-central (capacity 5, one already used)
             await _connect(admin, region="eu-central")
-        world.state.fleet.invalidate()
+        world.state.connect.fleet.invalidate()
         answer = await _connect(admin, client_ip=LONDON)
         assert answer["region"] not in ("eu-west", "eu-central")
         assert answer["placement"]["reason"] == "client_ip+fallback"

@@ -13,6 +13,13 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
     # A followed log shows new lines faster than rotation checks come round.
     assert timing.LOG_FOLLOW_POLL_S <= timing.LOG_CHECK_S
+    # Fleet gauges are re-read more often than a node takes to be lost, so the gauges show it.
+    assert timing.METRICS_REFRESH_S <= timing.NODE_LOST_AFTER_S
+    assert timing.METRICS_READ_TIMEOUT_S < timing.METRICS_REFRESH_S
+    # A stop waits for its last export for less time than a heartbeat would take to notice it.
+    assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
+    # A slow request head is cut well before an idle kept-alive connection would be.
+    assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
 
 
 def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
@@ -24,4 +31,5 @@ def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
 def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_than_once_a_second() -> None:
     assert timing.FLEET_EVENTS_CHECK_S >= 1.0
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
+    assert timing.FLEET_EVENTS_MIN_INTERVAL_S < timing.FLEET_EVENTS_CHECK_S
     assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S

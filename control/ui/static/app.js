@@ -49,6 +49,7 @@ function start() {
       const data = JSON.parse(e.data);
       if (e.event === "regions") showRegions(data);
       else if (e.event === "backends") table.update(data.backends);
+      else if (e.event === "unavailable") status(`stale: ${data.message}…`);
     },
     onError: (error) => {
       if (error instanceof ApiError && error.isAuth) {

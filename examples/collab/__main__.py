@@ -1,0 +1,3 @@
+from examples.collab.server import main
+
+main()

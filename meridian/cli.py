@@ -92,6 +92,14 @@ def edge_serve(
         list[str] | None,
         typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
     ] = None,
+    nomad_addr: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NOMAD_ADDR",
+            help="Nomad API address: run `executor: nomad` templates as Nomad jobs "
+            "(NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION are read from the environment).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve an edge node: sync, proxy, run backends, heartbeat."""
@@ -113,6 +121,7 @@ def edge_serve(
             public_url=public_url,
             edge_domain=edge_domain,
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
+            **({"nomad_addr": nomad_addr} if nomad_addr else {}),  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc

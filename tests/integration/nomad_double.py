@@ -88,6 +88,7 @@ class NomadDouble:
         self.purged: list[str] = []
         self.fail_with: int | None = None  # answer every call with this status (e.g. 500)
         self.refuse_register: tuple[int, str] | None = None  # (status, message) for POST /v1/jobs
+        self.failed_a_request = asyncio.Event()  # set whenever fail_with answered a call
         self._index = 1000
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -139,6 +140,7 @@ class NomadDouble:
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
         if self.fail_with is not None:
+            self.failed_a_request.set()
             return web.Response(status=self.fail_with, text="No cluster leader")
         resp: web.StreamResponse = await handler(request)
         resp.headers.setdefault("X-Nomad-Index", str(self._index))

@@ -53,5 +53,5 @@ def test_a_flag_wins_and_junk_addresses_are_refused(tmp_path: Path, monkeypatch:
 def test_a_nomad_template_takes_an_image_or_an_argv() -> None:
     assert TemplateSpec(executor="nomad", argv=["/bin/app"]).argv == ["/bin/app"]
     assert TemplateSpec(executor="nomad", image="app:1").image == "app:1"
-    with pytest.raises(ValidationError, match="image .docker. or an argv .raw_exec."):
+    with pytest.raises(ValidationError, match=r"image \(docker\) or an argv \(raw_exec\)"):
         TemplateSpec(executor="nomad")

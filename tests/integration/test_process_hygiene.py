@@ -82,11 +82,14 @@ def alive(pid: int) -> bool:
     return not dead(pid)
 
 
-@pytest.mark.parametrize(
+BOTH_TRACKERS = pytest.mark.parametrize(
     "cgroups",
     [pytest.param(True, marks=pytest.mark.skipif(not CGROUPS_USABLE, reason=CGROUP_REASON)), False],
     ids=["cgroup", "proc-walk"],
 )
+
+
+@BOTH_TRACKERS
 async def test_stop_ends_children_that_called_setsid(
     recorder: Recorder, beacon: Beacon, tmp_path: Path, cgroups: bool
 ) -> None:
@@ -107,11 +110,7 @@ async def test_stop_ends_children_that_called_setsid(
         await executor.close()
 
 
-@pytest.mark.parametrize(
-    "cgroups",
-    [pytest.param(True, marks=pytest.mark.skipif(not CGROUPS_USABLE, reason=CGROUP_REASON)), False],
-    ids=["cgroup", "proc-walk"],
-)
+@BOTH_TRACKERS
 async def test_a_leader_that_dies_takes_its_setsid_children_with_it(
     recorder: Recorder, beacon: Beacon, tmp_path: Path, cgroups: bool
 ) -> None:

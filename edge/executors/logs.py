@@ -157,12 +157,15 @@ class LogKeeper:
             self._task = asyncio.create_task(self._run(), name="backend-logs")
 
     async def check(self) -> None:
-        live = self._live()
-        for backend_id in live:
-            await asyncio.to_thread(self.policy.rotate_if_full, backend_id)
-        removed = await asyncio.to_thread(self.policy.sweep, live)
+        removed = await asyncio.to_thread(self._check, self._live())
         if removed:
             log.info("removed the logs of %d ended backend(s)", len(removed))
+
+    def _check(self, live: set[str]) -> list[str]:
+        """One pass in one worker thread: rotate every live log that is full, sweep the rest."""
+        for backend_id in live:
+            self.policy.rotate_if_full(backend_id)
+        return self.policy.sweep(live)
 
     async def _run(self) -> None:
         while True:

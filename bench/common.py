@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,14 +12,10 @@ from pathlib import Path
 import aiohttp
 
 from meridian import processes
+from meridian.dev import start_control_plane
+from sync.net import free_port as free_port  # the benchmarks' import of the one helper
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -65,26 +59,12 @@ def process(argv: list[str], log_path: Path, env: dict[str, str] | None = None) 
 
 @contextlib.contextmanager
 def control_plane(data_dir: Path, port: int, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
-    """`meridian control serve` with its embedded PostgreSQL in `data_dir`."""
-    env = processes.clean_env()
-    argv = [
-        sys.executable,
-        "-m",
-        "meridian",
-        "control",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--admin-token",
-        ADMIN_TOKEN,
-        *extra_args,
-    ]
-    with process(argv, data_dir / "control.log", env) as proc:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/healthz", proc=proc)
-        yield url
+    """`meridian control serve` with its embedded PostgreSQL in `data_dir`, started as `meridian dev` does."""
+    proc = start_control_plane(port, data_dir, ADMIN_TOKEN, data_dir / "control.log", *extra_args)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        processes.stop(proc, grace_s=20)
 
 
 async def closed_loop(

@@ -22,7 +22,8 @@ from typing import Any
 from playwright.sync_api import Browser, sync_playwright
 
 from bench.common import ADMIN_TOKEN, percentile
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
 from tests.browser import launch
 
 REGIONS = ["eu-west", "us-east", "ap-northeast"]

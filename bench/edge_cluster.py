@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 
 from bench.common import ADMIN_TOKEN
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -148,7 +148,11 @@ async def _commit_times(db_url: str) -> AsyncIterator[dict[int, float]]:
     seen: dict[int, float] = {}
     conn = await asyncpg.connect(db_url)
     try:
-        await conn.add_listener(CHANNEL, lambda _c, _p, _ch, payload: seen.setdefault(int(payload), time.time()))
+
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            seen.setdefault(int(str(payload)), time.time())
+
+        await conn.add_listener(CHANNEL, on_notify)
         yield seen
     finally:
         await conn.close()

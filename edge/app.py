@@ -20,11 +20,12 @@ from edge import keys, local_api, logs_api, status_stream
 from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
+from edge.cors import cors_middleware
 from edge.drain import DrainState, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath, Limits
-from edge.forwarding import ForwardingPolicy
+from edge.forwarding import ForwardingPolicy, redacted
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -63,7 +64,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        log.exception("unhandled error serving %s", request.path)
+        log.exception("unhandled error serving %s %s", request.method, redacted(request.path))
         return _error_response(InternalError("internal error"))
 
 
@@ -81,7 +82,7 @@ async def send_heartbeat(app: web.Application) -> None:
     hb = HeartbeatIn(
         node_id=app[keys.NODE_ID],
         region=settings.region,
-        address=public_url,
+        address=settings.effective_internal_url(settings.port),  # what other edges dial
         edge_url=public_url,
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
@@ -197,7 +198,8 @@ async def _drain(app: web.Application) -> None:
 
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[telemetry_middleware, errors_middleware, subdomain_middleware], client_max_size=1 << 20
+        middlewares=[telemetry_middleware, cors_middleware, errors_middleware, subdomain_middleware],
+        client_max_size=1 << 20,
     )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_core)

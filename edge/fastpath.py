@@ -26,10 +26,10 @@ import httptools
 
 from edge.activity import Activity
 from edge.drone import Drone
-from edge.forwarding import ForwardingPolicy
-from edge.proxy import Incoming, Proxy, Target
+from edge.forwarding import ForwardingPolicy, ResponseRewrite
+from edge.proxy import Incoming, Proxy, Target, is_navigation
 from edge.websocket_frames import FrameBoundary, close_frame
-from sync.errors import MeridianError
+from sync.errors import MeridianError, PayloadTooLarge
 from sync.models import BackendStatus
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class _Exchange:
     request_done: bool = False
     response_started: bool = False
     address: str = ""
+    max_body_bytes: int = 0
+    rewrite: ResponseRewrite | None = None
     retry_head: bytes | None = None
     """A bodiless request sent on a pooled connection: resent once on a new connection if the
     pooled one turns out to have been closed by the backend before answering."""
@@ -130,7 +132,8 @@ class FastPath:
         backend = self.proxy.replica.backend(claims.backend_id)
         if backend is None or backend["status"] == "terminated":
             return None
-        return Target(claims.backend_id, local.address, self.proxy.backend_route(backend, claims), backend["secret"])
+        route = self.proxy.backend_route(backend, claims)
+        return Target(claims.backend_id, local.address, route, backend["secret"], self.proxy.body_cap(backend))
 
     def take_upstream(self, address: str) -> _Upstream | None:
         pool = self.idle.get(address)
@@ -173,6 +176,7 @@ class _Upstream(asyncio.Protocol):
         self._done = False
         self._head_only = False
         self._keep_alive = True
+        self._rewrite: ResponseRewrite | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,8 +197,9 @@ class _Upstream(asyncio.Protocol):
         if self.client is not None:
             self.client.resume_reading()
 
-    def begin(self, client: ClientProtocol, head_only: bool) -> None:
+    def begin(self, client: ClientProtocol, head_only: bool, rewrite: ResponseRewrite | None) -> None:
         self.client = client
+        self._rewrite = rewrite
         self._head.clear()
         self._parser = None
         self._done = False
@@ -240,17 +245,17 @@ class _Upstream(asyncio.Protocol):
             if status == 101 and client.wants_upgrade():
                 self.spliced = True
                 self._head.clear()
-                client.switched_protocols(_rewrite_response_head(head, upgrade=True), rest)
+                client.switched_protocols(_rewrite_response_head(head, self._rewrite, upgrade=True), rest)
                 return
             if 100 <= status < 200:  # informational (100, 103): relayed, the real answer follows
-                client.send_raw(_rewrite_response_head(head))
+                client.send_raw(_rewrite_response_head(head, self._rewrite))
                 self._head = bytearray(rest)
                 continue
             self._head.clear()
             self._parser = httptools.HttpResponseParser(self)
             self._feed(head)
             self._keep_alive = self._parser.should_keep_alive()
-            client.send_response_head(_rewrite_response_head(head))
+            client.send_response_head(_rewrite_response_head(head, self._rewrite))
             if self._head_only or status in (204, 304):
                 self._done = True
             elif rest:
@@ -275,7 +280,7 @@ def _status_of(head: bytes) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
-def _rewrite_response_head(head: bytes, upgrade: bool = False) -> bytes:
+def _rewrite_response_head(head: bytes, rewrite: ResponseRewrite | None, upgrade: bool = False) -> bytes:
     """The response head as the forwarding policy passes it to the client."""
     lines = head[:-4].split(b"\r\n")
     pairs = []
@@ -283,7 +288,7 @@ def _rewrite_response_head(head: bytes, upgrade: bool = False) -> bytes:
         name, _, value = line.partition(b":")
         pairs.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
     kept = [lines[0]]
-    kept += [n.encode("latin-1") + b": " + v.encode("latin-1") for n, v in ForwardingPolicy.to_client(pairs)]
+    kept += [n.encode("latin-1") + b": " + v.encode("latin-1") for n, v in ForwardingPolicy.to_client(pairs, rewrite)]
     if upgrade:
         kept += [b"Connection: Upgrade", b"Upgrade: websocket"]
     return b"\r\n".join(kept) + b"\r\n\r\n"
@@ -411,7 +416,9 @@ class ClientProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         req = self.current
         req.body_bytes += len(body)
-        if req.body_bytes > self.fast.max_body_bytes:
+        ex = self.exchange
+        cap = ex.max_body_bytes if ex is not None and ex.max_body_bytes and not req.queued else self.fast.max_body_bytes
+        if req.body_bytes > cap:
             if self.exchange is None or not self.exchange.response_started:
                 self._answer(413, _error_body("payload_too_large", "request body is too large"))
             self._close()
@@ -434,7 +441,7 @@ class ClientProtocol(asyncio.Protocol):
     def _start(self, req: _Request, websocket: bool = False) -> _Exchange | None:
         """Begin proxying this request if the fast path can; None hands it over."""
         headers = [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in req.headers]
-        host = cookie = authorization = None
+        host = cookie = authorization = fetch_mode = None
         chunked = expect = False
         length = None
         for name, value in headers:
@@ -445,6 +452,8 @@ class ClientProtocol(asyncio.Protocol):
                 cookie = value if cookie is None else f"{cookie}; {value}"
             elif lower == "authorization":
                 authorization = value
+            elif lower == "sec-fetch-mode":
+                fetch_mode = value
             elif lower == "expect":
                 if value.strip().lower() != "100-continue":
                     return None
@@ -453,13 +462,18 @@ class ClientProtocol(asyncio.Protocol):
                 chunked = "chunked" in value.lower()
             elif lower == "content-length":
                 length = int(value) if value.strip().isdigit() else None
-        if length is not None and length > self.fast.max_body_bytes:
-            return None
         try:
             incoming = self.fast.proxy.incoming(
-                req.url.decode("utf-8", "surrogateescape"), host or "", cookie, authorization, self.peer
+                req.url.decode("utf-8", "surrogateescape"),
+                host or "",
+                cookie,
+                authorization,
+                self.peer,
+                navigation=is_navigation(req.method.decode("latin-1"), fetch_mode),
             )
         except MeridianError:  # the full path answers it (with the same error)
+            return None
+        if incoming.hand_over_to is not None:
             return None
         ex = _Exchange(
             chunked_request=chunked,
@@ -471,6 +485,9 @@ class ClientProtocol(asyncio.Protocol):
         self.exchange = ex
         target = self.fast.route(incoming)
         if target is not None:
+            if length is not None and length > target.max_body_bytes:
+                self.exchange = None
+                return None
             try:
                 self._send_head(ex, req, incoming, target, headers, length)
             except MeridianError:
@@ -489,6 +506,8 @@ class ClientProtocol(asyncio.Protocol):
             target = await self.fast.proxy.resolve(incoming, headers)
             if self.exchange is not ex:
                 return
+            if length is not None and length > target.max_body_bytes:
+                raise PayloadTooLarge(f"request body is larger than {target.max_body_bytes} bytes")
             self._send_head(ex, req, incoming, target, headers, length)
         except MeridianError as exc:
             if self.exchange is ex:
@@ -509,10 +528,11 @@ class ClientProtocol(asyncio.Protocol):
         headers: list[tuple[str, str]],
         length: int | None,
     ) -> None:
-        path, upstream_headers = self.fast.proxy.upstream(incoming, target, headers)
+        path, upstream_headers, ex.rewrite = self.fast.proxy.upstream(incoming, target, headers)
         head = _request_head(req.method, path, upstream_headers, ex.chunked_request, length, ex.websocket)
         ex.backend_id = target.backend_id
         ex.address = target.address
+        ex.max_body_bytes = target.max_body_bytes
         self.fast.activity.begin(target.backend_id)
         if ex.expect_continue and not ex.request_done:
             self.send_raw(_CONTINUE)
@@ -550,7 +570,7 @@ class ClientProtocol(asyncio.Protocol):
         ex = self.exchange
         assert ex is not None
         ex.upstream = up
-        up.begin(self, ex.head_only)
+        up.begin(self, ex.head_only, ex.rewrite)
         up.write(first)
 
     def _body(self, body: bytes) -> None:

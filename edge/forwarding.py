@@ -52,6 +52,7 @@ HOP_CLIENT_HEADER = "x-meridian-hop-client"
 HOP_PROTO_HEADER = "x-meridian-hop-proto"
 HOP_ROUTE_HEADER = "x-meridian-hop-route"
 _UNSAFE = re.compile(r"[\r\n\x00]")
+_TOKEN_SEGMENT = re.compile(r"/v1\.[^/?#]*")
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 
 
@@ -64,6 +65,8 @@ class ClientFacts:
     scheme: str = "http"
     subdomain: bool = False
     """Routed by `<backend-id>.<edge-domain>` rather than by a path prefix."""
+    token_in_path: bool = False
+    """Path routing by `/<token>/…` (scripts) rather than by the stable `/<backend-id>/…`."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ def origin_form(target: str) -> str:
     return rest if rest.startswith("/") else "/"
 
 
+def redacted(path: str) -> str:
+    """A path fit for a log line: connection tokens replaced."""
+    return _TOKEN_SEGMENT.sub("/<token>", path)
+
+
 def check_value(value: str) -> str:
     if _UNSAFE.search(value):
         raise BadRequest("a header value would contain CR, LF or NUL")
@@ -120,6 +128,7 @@ def facts_from_hop(headers: Iterable[tuple[str, str]], secret: str, socket_facts
         peer=found.get(HOP_CLIENT_HEADER, socket_facts.peer),
         scheme=scheme if scheme in ("http", "https") else "http",
         subdomain=found.get(HOP_ROUTE_HEADER) == "subdomain",
+        token_in_path=found.get(HOP_ROUTE_HEADER) == "token",
     )
 
 
@@ -211,14 +220,78 @@ class ForwardingPolicy:
         out.append((HOP_HEADER, hop_proof(secret)))
         out.append((HOP_CLIENT_HEADER, facts.peer))
         out.append((HOP_PROTO_HEADER, facts.scheme))
-        out.append((HOP_ROUTE_HEADER, "subdomain" if facts.subdomain else "path"))
+        out.append((HOP_ROUTE_HEADER, "subdomain" if facts.subdomain else "token" if facts.token_in_path else "base"))
         for _, value in out:
             check_value(value)
         return out
 
     @staticmethod
-    def to_client(headers: Iterable[tuple[str, str]]) -> Headers:
-        """A response head's headers for the client (framing headers kept: the body is relayed as framed)."""
+    def to_client(headers: Iterable[tuple[str, str]], rewrite: ResponseRewrite | None = None) -> Headers:
+        """A response head's headers for the client (framing headers kept: the body is relayed as
+        framed); from a backend, `Location` and cookies are kept inside its own prefix or host."""
         pairs = list(headers)
         named = _connection_named(pairs)
-        return [(n, check_value(v)) for n, v in pairs if n.lower() not in RESPONSE_DROP and n.lower() not in named]
+        out: Headers = []
+        for name, value in pairs:
+            lower = name.lower()
+            if lower in RESPONSE_DROP or lower in named:
+                continue
+            if rewrite is not None:
+                if lower == "location":
+                    value = rewrite.location(value)
+                elif lower == "set-cookie":
+                    kept = rewrite.set_cookie(value)
+                    if kept is None:
+                        continue
+                    value = kept
+            out.append((name, check_value(value)))
+        return out
+
+
+@dataclass(frozen=True)
+class ResponseRewrite:
+    """Keeps a backend's redirects and cookies inside what the client sees as that backend: its
+    prefix under path routing (so one backend's cookies never reach another), its own host
+    (host-only cookies) under subdomain routing."""
+
+    base_path: str
+    client_prefix: str  # `/<backend-id>`, or `/<token>` for a script that used the token path
+    subdomain: bool
+    strip_prefix: bool
+
+    @classmethod
+    def of(cls, route: BackendRoute, facts: ClientFacts, token: str) -> ResponseRewrite:
+        prefix = f"/{token}" if facts.token_in_path else route.base_path
+        return cls(route.base_path, prefix, facts.subdomain, route.strip_prefix)
+
+    def _inside(self, path: str) -> bool:
+        return path == self.base_path or path.startswith(self.base_path + "/")
+
+    def location(self, value: str) -> str:
+        if self.subdomain or not value.startswith("/") or value.startswith("//"):
+            return value
+        if self._inside(value):
+            return self.client_prefix + value[len(self.base_path) :] if self.client_prefix != self.base_path else value
+        return self.client_prefix + value
+
+    def set_cookie(self, value: str) -> str | None:
+        """The cookie with its Domain removed and its Path inside the prefix; None drops it."""
+        name = value.split("=", 1)[0].strip()
+        if name == TOKEN_COOKIE:
+            return None  # the edge's own cookie: a backend may not set it
+        parts = [p.strip() for p in value.split(";")]
+        kept = [parts[0]]
+        path = None
+        for attribute in parts[1:]:
+            key = attribute.split("=", 1)[0].strip().lower()
+            if key == "domain":
+                continue
+            if key == "path":
+                path = attribute.split("=", 1)[1].strip() if "=" in attribute else "/"
+                continue
+            kept.append(attribute)
+        if not self.subdomain:
+            path = path if path is not None and self._inside(path) else self.base_path + (path or "/")
+        if path is not None:
+            kept.append(f"Path={path}")
+        return "; ".join(kept)

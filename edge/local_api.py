@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from edge import keys as app_keys
 from edge.access import active_signing_key, api_caller
+from edge.browser_urls import add_routing_urls
 from edge.telemetry import connect_outcome, control_call
 from sync import tokens
 from sync.errors import BadRequest, ControlPlaneUnreachable, PayloadTooLarge
@@ -80,7 +81,7 @@ async def _connect(request: web.Request) -> web.Response:
         answer = _from_replica(request, body)
         if answer is not None:
             request[CONNECT_OUTCOME] = "replica"
-            return web.json_response(answer)
+            return web.json_response(add_routing_urls(app[app_keys.SETTINGS], answer))
     trusted = set(caller["scopes"]) & {Scope.ADMIN.value, Scope.EDGE.value}
     forwarded = body.model_dump(mode="json", exclude_none=True)
     if not trusted:
@@ -98,6 +99,8 @@ async def _connect(request: web.Request) -> web.Response:
             "the control plane is unreachable and this key has no live backend known to this edge",
             retry_after_s=2.0,
         ) from exc
+    if status_code == 200 and isinstance(payload, dict):
+        payload = add_routing_urls(app[app_keys.SETTINGS], payload)
     if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         request[CONNECT_OUTCOME] = str(payload["error"].get("code", status_code))[:64]
     return web.json_response(payload, status=status_code)

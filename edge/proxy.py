@@ -30,6 +30,7 @@ from edge.forwarding import (
     BackendRoute,
     ClientFacts,
     ForwardingPolicy,
+    ResponseRewrite,
     facts_from_hop,
     is_proven_hop,
     origin_form,
@@ -37,6 +38,7 @@ from edge.forwarding import (
 from edge.replica import Replica
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
 from sync.models import Change, ChangeKind
+from sync.routing import base_path
 from sync.tokens import ConnectionClaims
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class Target:
     address: str  # host:port
     route: BackendRoute | None
     secret: str
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Incoming:
     rest: str  # path after the routing prefix
     facts: ClientFacts
     expect_backend: str | None = None
+    hand_over_to: str | None = None
+    """A browser's first visit with the token in its URL: redirect here, the token moved to a cookie."""
 
 
 def bearer(authorization: str) -> str | None:
@@ -103,6 +108,10 @@ def token_from_headers(cookie: str | None, authorization: str | None) -> str | N
             if name == TOKEN_COOKIE and value:
                 return value
     return bearer(authorization) if authorization else None
+
+
+def is_navigation(method: str, sec_fetch_mode: str | None) -> bool:
+    return method == "GET" and (sec_fetch_mode or "").strip().lower() == "navigate"
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -163,19 +172,36 @@ class Proxy:
     def subdomain_backend(self, request: web.Request) -> str | None:
         return self.subdomain_of(request.headers.get("Host", ""))
 
-    def incoming(self, target: str, host: str, cookie: str | None, authorization: str | None, peer: str) -> Incoming:
-        """Routing of one request: which token, and which path the backend is asked for."""
+    def incoming(
+        self,
+        target: str,
+        host: str,
+        cookie: str | None,
+        authorization: str | None,
+        peer: str,
+        navigation: bool = False,
+    ) -> Incoming:
+        """Routing of one request: which token, and which path the backend is asked for.
+        `navigation`: a browser's GET of a page (`Sec-Fetch-Mode: navigate`)."""
         path = origin_form(target)
         facts = ClientFacts(peer=peer)
         backend_id = self.subdomain_of(host)
+        first, rest = split_path(path)
         if backend_id is not None:
+            subdomain = ClientFacts(peer=peer, subdomain=True)
+            if first.startswith("v1."):  # the subdomain URL connect answered: hand the token over
+                return Incoming(first, path, rest, subdomain, backend_id, hand_over_to=rest)
             token = token_from_headers(cookie, authorization)
             if not token:
                 raise Unauthorized("connection token required (cookie meridian_token or Authorization)")
-            return Incoming(token, path, path, ClientFacts(peer=peer, subdomain=True), backend_id)
-        first, rest = split_path(path)
+            return Incoming(token, path, path, subdomain, backend_id)
         if first.startswith("v1."):
-            return Incoming(first, path, rest, facts)
+            token_path = ClientFacts(peer=peer, token_in_path=True)
+            incoming = Incoming(first, path, rest, token_path)
+            if navigation:
+                claims = self.verify(first)
+                incoming = Incoming(first, path, rest, token_path, hand_over_to=base_path(claims.backend_id) + rest)
+            return incoming
         if BACKEND_ID.match(first):
             token = token_from_headers(cookie, authorization)
             if not token:
@@ -186,8 +212,15 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         h = request.headers
         incoming = self.incoming(
-            request.raw_path, h.get("Host", ""), h.get("Cookie"), h.get("Authorization"), request.remote or ""
+            request.raw_path,
+            h.get("Host", ""),
+            h.get("Cookie"),
+            h.get("Authorization"),
+            request.remote or "",
+            navigation=is_navigation(request.method, h.get("Sec-Fetch-Mode")),
         )
+        if incoming.hand_over_to is not None:
+            return self._hand_token_over(incoming)
         target = await self.resolve(incoming, list(h.items()))
         self.served_full += 1
         self.activity.begin(target.backend_id)
@@ -197,6 +230,24 @@ class Proxy:
             return await self._http(request, target, incoming)
         finally:
             self.activity.end(target.backend_id)
+
+    def _hand_token_over(self, incoming: Incoming) -> web.Response:
+        """The token moves from the URL to an HttpOnly cookie scoped to the backend (its host under
+        subdomain routing, its base path under path routing), and the browser lands on the clean URL."""
+        claims = self.verify(incoming.token)
+        if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
+            raise Unauthorized("connection token is for another backend")
+        assert incoming.hand_over_to is not None
+        scope = "/" if incoming.facts.subdomain else base_path(claims.backend_id)
+        max_age = max(0, claims.expires_at - int(time.time()))
+        cookie = f"{TOKEN_COOKIE}={incoming.token}; Path={scope}; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+        headers = {
+            "Location": incoming.hand_over_to,
+            "Set-Cookie": cookie,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        }
+        return web.Response(status=303, headers=headers)
 
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: wake requests waiting for a backend the replica did not know yet, and
@@ -229,13 +280,25 @@ class Proxy:
                     await self._replica_changed.wait()
 
     def backend_route(self, backend: dict[str, Any], claims: ConnectionClaims) -> BackendRoute:
+        local = self.drone.local.get(backend["id"])
         return BackendRoute(
             backend_id=backend["id"],
             region=self.region,
             secret=backend["secret"],
             user=claims.user,
-            base_path=f"/{backend['id']}",
+            base_path=base_path(backend["id"]),
+            strip_prefix=local.template.strip_prefix if local is not None else True,
         )
+
+    def body_cap(self, backend: dict[str, Any]) -> int:
+        """The edge's cap, or the template's when it sets one."""
+        local = self.drone.local.get(backend["id"])
+        if local is not None:
+            spec_cap = local.template.max_body_bytes
+        else:
+            template = self.replica.template(backend["template_id"])
+            spec_cap = template["spec"].get("max_body_bytes") if template else None
+        return int(spec_cap) if spec_cap else self.max_body_bytes
 
     async def resolve(self, incoming: Incoming, headers: list[tuple[str, str]]) -> Target:
         """Where the request goes, waiting (bounded) for a backend that is starting."""
@@ -252,7 +315,8 @@ class Proxy:
             raise BackendNotReady(f"backend {backend['id']} is not ready yet; retry", retry_after_s=1.0)
         if local.address is None or not local.status.is_live:
             raise BackendGone(f"backend {backend['id']} is gone")
-        return Target(backend["id"], local.address, self.backend_route(backend, claims), backend["secret"])
+        route = self.backend_route(backend, claims)
+        return Target(backend["id"], local.address, route, backend["secret"], self.body_cap(backend))
 
     def _remote_target(self, headers: list[tuple[str, str]], backend: dict[str, Any]) -> Target:
         if is_proven_hop(headers, backend["secret"]):  # one hop at most
@@ -261,36 +325,38 @@ class Proxy:
         if node is None:
             raise BackendGone(f"backend {backend['id']} is on an unknown node")
         address = node["address"].rstrip("/").split("://", 1)[-1]
-        return Target(backend["id"], address, None, backend["secret"])
+        return Target(backend["id"], address, None, backend["secret"], self.body_cap(backend))
 
     def upstream(
         self, incoming: Incoming, target: Target, headers: list[tuple[str, str]]
-    ) -> tuple[str, list[tuple[str, str]]]:
-        """(path, headers) of the upstream request, as the policy decides them."""
+    ) -> tuple[str, list[tuple[str, str]], ResponseRewrite | None]:
+        """(path, headers) of the upstream request as the policy decides them, and how the answer's
+        head is rewritten (by the owning edge only: None on a hop)."""
         if target.route is None:
             path = incoming.path if incoming.expect_backend is None else f"/{incoming.token}{incoming.rest}"
-            facts = incoming.facts
-            return path, self.policy.to_edge(headers, facts, target.secret)
+            return path, self.policy.to_edge(headers, incoming.facts, target.secret), None
         facts = facts_from_hop(headers, target.secret, incoming.facts)
         path = self.policy.upstream_path(incoming.rest, target.route, facts)
-        return path, self.policy.to_backend(headers, facts, target.route, incoming.token)
+        rewrite = ResponseRewrite.of(target.route, facts, incoming.token)
+        return path, self.policy.to_backend(headers, facts, target.route, incoming.token), rewrite
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
-    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
+    @staticmethod
+    async def _body(request: web.Request, cap: int) -> AsyncIterator[bytes]:
         seen = 0
         async for chunk in request.content.iter_any():
             seen += len(chunk)
-            if seen > self.max_body_bytes:
-                raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
+            if seen > cap:
+                raise PayloadTooLarge(f"request body is larger than {cap} bytes")
             yield chunk
 
     async def _http(self, request: web.Request, target: Target, incoming: Incoming) -> web.StreamResponse:
         length = request.content_length
-        if length is not None and length > self.max_body_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-        data = self._body(request) if request.body_exists else None
-        path, headers = self.upstream(incoming, target, list(request.headers.items()))
+        if length is not None and length > target.max_body_bytes:
+            raise PayloadTooLarge(f"request body is larger than {target.max_body_bytes} bytes")
+        data = self._body(request, target.max_body_bytes) if request.body_exists else None
+        path, headers, rewrite = self.upstream(incoming, target, list(request.headers.items()))
         try:
             upstream = await self.session.request(
                 request.method,
@@ -307,7 +373,7 @@ class Proxy:
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnreachable(f"backend {target.backend_id} is unreachable") from exc
         async with upstream:
-            down = CIMultiDict(self.policy.to_client(upstream.headers.items()))
+            down = CIMultiDict(self.policy.to_client(upstream.headers.items(), rewrite))
             for framing in ("Content-Length", "Transfer-Encoding"):
                 down.popall(framing, None)
             length = upstream.content_length
@@ -315,10 +381,10 @@ class Proxy:
                 body = await upstream.read()
                 self.activity.touch(target.backend_id)
                 small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
-                small.headers.update(down)
+                small.headers.extend(down)
                 return small
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.update(down)
+            response.headers.extend(down)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
@@ -335,7 +401,7 @@ class Proxy:
     # ---- WebSocket ------------------------------------------------------------------------------
 
     async def _websocket(self, request: web.Request, target: Target, incoming: Incoming) -> web.StreamResponse:
-        path, headers = self.upstream(incoming, target, list(request.headers.items()))
+        path, headers, _ = self.upstream(incoming, target, list(request.headers.items()))
         out = CIMultiDict(headers)
         for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
             out.popall(name, None)

@@ -30,6 +30,12 @@ class EdgeSettings(BaseSettings):
     data_dir: Path = Field(default=Path(".meridian/edge"), description="Replica cache, node id, backend logs.")
     capacity: int = Field(default=100, ge=0, description="Most live backends this node runs.")
     public_url: str | None = Field(default=None, description="URL users reach this edge at; default http://HOST:PORT.")
+    internal_url: str | None = Field(
+        default=None, description="URL other edges reach this one at (sent in heartbeats); default http://HOST:PORT."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call this edge's /v1/connect (CORS)."
+    )
     edge_domain: str | None = Field(
         default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
     )
@@ -96,6 +102,9 @@ class EdgeSettings(BaseSettings):
 
     def effective_public_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://{self.host}:{bound_port}").rstrip("/")
+
+    def effective_internal_url(self, bound_port: int) -> str:
+        return (self.internal_url or f"http://{self.host}:{bound_port}").rstrip("/")
 
     def node_id(self) -> str:
         """A node id stable across restarts, kept in the data directory."""

@@ -88,6 +88,11 @@ def edge_serve(
         str | None, typer.Option(envvar="MERIDIAN_EDGE_PUBLIC_URL", help="URL users reach this edge at.")
     ] = None,
     edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
+    internal_url: Annotated[str | None, typer.Option(help="URL other edges reach this edge at.")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest proxied request body.")] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="An origin allowed to call /v1/connect from a browser (repeatable).")
+    ] = None,
     dns_server: Annotated[
         list[str] | None,
         typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
@@ -120,9 +125,13 @@ def edge_serve(
             capacity=capacity,
             public_url=public_url,
             edge_domain=edge_domain,
+            internal_url=internal_url,
+            cors_origins=cors_origin or [],
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
             **({"nomad_addr": nomad_addr} if nomad_addr else {}),  # type: ignore[arg-type]
         )
+        if max_body_bytes is not None:
+            settings = settings.model_copy(update={"max_body_bytes": max_body_bytes})
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     serve(settings)

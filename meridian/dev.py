@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import httpx
 
 from meridian import processes
 from sync.catalog import KNOWN_REGIONS
+from sync.net import free_port_block as free_port_block  # re-exported for callers of its old home
 
 DEMO_TEMPLATE = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"], "idle_timeout_s": 300}
 
@@ -25,27 +25,41 @@ class DevError(RuntimeError):
     pass
 
 
-def free_port_block(n: int) -> int:
-    """A base port on 127.0.0.1 with the next n - 1 ports free too (for a cluster's control plane and edges)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + n >= 65535:
-            continue
-        socks: list[socket.socket] = []
+def control_plane_argv(port: int, data_dir: Path, admin_token: str, *extra: str) -> list[str]:
+    """`meridian control serve` as `meridian dev`, the tests and the benchmarks all start it."""
+    return [
+        sys.executable, "-m", "meridian", "control", "serve",
+        "--port", str(port), "--data-dir", str(data_dir), "--admin-token", admin_token, *extra,
+    ]  # fmt: skip
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 90) -> None:
+    """Until `url` answers 200 (polled: the server is another process); DevError if `proc` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevError(f"{what} exited with code {proc.returncode}")
         try:
-            for port in range(base, base + n):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise DevError(f"no block of {n} free ports on 127.0.0.1")
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise DevError(f"{what} did not answer at {url} within {timeout_s:.0f}s")
+
+
+def start_control_plane(
+    port: int, data_dir: Path, admin_token: str, log_path: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """The control plane as a process of its own (embedded PostgreSQL in `data_dir` unless `extra`
+    names a database), answering /healthz when this returns; stop it with `processes.stop`."""
+    proc = processes.start(control_plane_argv(port, data_dir, admin_token, *extra), log_path, processes.clean_env())
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, "the control plane")
+    except BaseException:
+        processes.stop(proc)
+        raise
+    return proc
 
 
 @dataclass
@@ -64,39 +78,18 @@ class DevCluster:
         return f"http://127.0.0.1:{self.port + 1 + index}"
 
     def _wait(self, url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise DevError(f"{what} exited with code {proc.returncode}; see {self.data_dir / 'logs'}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise DevError(f"{what} did not answer at {url} within {timeout_s:.0f}s")
+        try:
+            wait_http(url, proc, what, timeout_s)
+        except DevError as exc:
+            raise DevError(f"{exc}; see {self.data_dir / 'logs'}") from exc
 
     def start(self) -> None:
         logs = self.data_dir / "logs"
-        control = processes.start(
-            [
-                sys.executable,
-                "-m",
-                "meridian",
-                "control",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir / "control"),
-                "--admin-token",
-                self.admin_token,
-            ],
-            logs / "control.log",
-            processes.clean_env(),
-        )
+        try:
+            control = start_control_plane(self.port, self.data_dir / "control", self.admin_token, logs / "control.log")
+        except DevError as exc:
+            raise DevError(f"{exc}; see {logs}") from exc
         self.procs.append(("control plane", control))
-        self._wait(f"{self.control_url}/healthz", control, "the control plane")
         auth = {"Authorization": f"Bearer {self.admin_token}"}
         with httpx.Client(base_url=self.control_url, headers=auth, timeout=30) as api:
             for i, name in enumerate(self.regions):

@@ -118,6 +118,14 @@ class TemplateSpec(Strict):
     ready_path: Annotated[Text, Field(pattern=r"^/[^\s]*$", max_length=1024)] = "/"
     memory_mb: int | None = Field(default=None, ge=16, le=1_048_576)
     cpu_mhz: int | None = Field(default=None, ge=10, le=1_000_000)
+    strip_prefix: bool = Field(
+        default=True,
+        description="Path routing: the backend sees paths without its base path (False: with it, "
+        "for apps configured with MERIDIAN_BASE_PATH).",
+    )
+    max_body_bytes: int | None = Field(
+        default=None, ge=1024, le=1 << 36, description="Largest request body for this template's backends."
+    )
 
     @model_validator(mode="after")
     def _executor_needs(self) -> TemplateSpec:
@@ -184,6 +192,8 @@ class ConnectResponse(Wire):
     fencing_token: int
     status_url: str
     placement: PlacementView
+    base_path: str | None = None  # the backend's stable path prefix on an edge (path routing)
+    subdomain_url: str | None = None  # when the answering edge has an edge domain
 
 
 # ---- backends -------------------------------------------------------------------------------

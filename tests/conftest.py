@@ -19,6 +19,7 @@ import uvicorn
 from control.app import create_app
 from control.embedded_db import EmbeddedPostgres, database_url
 from control.settings import ControlSettings
+from control.state import ControlState
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 EDGE_TOKEN = "test-edge-token-0123456789ab"
@@ -86,8 +87,9 @@ class RunningControl:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
     @property
-    def state(self):
-        return self.app.state.control  # type: ignore[attr-defined]
+    def state(self) -> ControlState:
+        state: ControlState = self.app.state.control  # type: ignore[attr-defined]
+        return state
 
 
 async def start_control(db_url: str, settings: ControlSettings | None = None) -> RunningControl:
@@ -141,14 +143,14 @@ async def admin(control: RunningControl) -> AsyncIterator[httpx.AsyncClient]:
 async def edge_token(admin: httpx.AsyncClient) -> str:
     r = await admin.post("/v1/tokens", json={"name": "edge", "scopes": ["edge"]})
     assert r.status_code == 201, r.text
-    return r.json()["token"]
+    return str(r.json()["token"])
 
 
 @pytest.fixture
 async def client_token(admin: httpx.AsyncClient) -> str:
     r = await admin.post("/v1/tokens", json={"name": "client", "scopes": ["client"]})
     assert r.status_code == 201, r.text
-    return r.json()["token"]
+    return str(r.json()["token"])
 
 
 # ---- skip policy -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import httpx
 
@@ -11,18 +12,24 @@ from sync.catalog import KNOWN_REGIONS
 DEMO_TEMPLATE = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
 
 
-async def add_region(admin: httpx.AsyncClient, name: str, capacity: int | None = None) -> dict:
+async def add_region(admin: httpx.AsyncClient, name: str, capacity: int | None = None) -> dict[str, Any]:
     known = KNOWN_REGIONS[name]
     body = {"lat": known.lat, "lon": known.lon, "edge_url": f"http://{name}.edge.test"}
     if capacity is not None:
         body["capacity"] = capacity
     r = await admin.put(f"/v1/regions/{name}", json=body)
     assert r.status_code == 200, r.text
-    return r.json()
+    region: dict[str, Any] = r.json()
+    return region
 
 
 async def heartbeat(
-    base_url: str, edge_token: str, node_id: str, region: str, capacity: int = 100, backends: list | None = None
+    base_url: str,
+    edge_token: str,
+    node_id: str,
+    region: str,
+    capacity: int = 100,
+    backends: list[dict[str, Any]] | None = None,
 ) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {edge_token}"}) as c:
         return await c.post(

@@ -18,6 +18,7 @@ from control.versioning import write_transaction
 from sync.errors import ExecutorUnavailable, KeyHeld, NoCapacity, TemplateUnknown
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
+from sync.routing import base_path
 from sync.telemetry import with_trace_context
 from sync.timing import NODE_LOST_AFTER_S
 
@@ -82,6 +83,7 @@ def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectC
         fencing_token=row["fencing_token"],
         status_url=f"{ctx.status_base_url.rstrip('/')}/v1/backends/{row['id']}",
         placement=placed.placement,
+        base_path=base_path(row["id"]),
     )
 
 

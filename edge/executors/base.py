@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from sync.models import TemplateSpec, TerminationReason
+from sync.routing import base_path
 
 from .readiness import probe_ready
 
@@ -132,6 +133,7 @@ def backend_env(req: SpawnRequest, port: str) -> dict[str, str]:
             "MERIDIAN_FENCING_TOKEN": str(req.fencing_token),
             "MERIDIAN_SECRET": req.secret,
             "MERIDIAN_REGION": req.region,
+            "MERIDIAN_BASE_PATH": base_path(req.backend_id),
         }
     )
     return env

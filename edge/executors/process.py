@@ -32,13 +32,13 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sync.models import TemplateSpec, TerminationReason
+from sync.net import free_port
 
 from .base import (
     BackendRecord,
@@ -72,14 +72,6 @@ class _Process(BackendRecord):
 
 class _Retry(Exception):
     """The attempt lost its port to another process: try once more on a fresh one."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel considers free right now (see the module doc for the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ProcessExecutor(BaseExecutor[_Process]):

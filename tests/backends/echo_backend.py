@@ -28,6 +28,7 @@ def _seen(request: web.Request, body_bytes: int) -> dict[str, object]:
         "headers": [[k, v] for k, v in request.headers.items()],
         "body_bytes": body_bytes,
         "pid": os.getpid(),
+        "base_path_env": os.environ.get("MERIDIAN_BASE_PATH"),
     }
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # re-exported for the browser tests here
 
 __all__ = ["ADMIN", "CHROMIUM", "CHROMIUM_ARGS", "REGIONS", "npm"]

@@ -11,13 +11,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from meridian.dev import free_port_block
 from meridian.processes import clean_env
+from sync.net import free_port_block
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.NoSuchProcess:
         return []
 

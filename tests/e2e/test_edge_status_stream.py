@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -14,7 +15,7 @@ from meridian.sse import SseParser
 from tests.e2e.conftest import ADMIN
 
 
-def stream(url: str) -> Iterator[tuple[str, dict]]:
+def stream(url: str) -> Iterator[tuple[str, dict[str, Any]]]:
     parser = SseParser()
     with httpx.stream("GET", url, timeout=httpx.Timeout(30)) as resp:
         assert resp.status_code == 200, resp.read()

@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from meridian import processes
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
+from sync.net import free_port_block
 from tests.e2e.conftest import ADMIN, CHROMIUM, CHROMIUM_ARGS
 
 

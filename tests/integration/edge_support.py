@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,10 +24,7 @@ ECHO = {"executor": "process", "argv": [sys.executable, ECHO_BACKEND]}
 EDGE_DOMAIN = "edge.test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sync.net import free_port as free_port  # noqa: E402  (re-exported: the one helper)
 
 
 @contextlib.asynccontextmanager

@@ -37,7 +37,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,14 +45,9 @@ from typing import Any, BinaryIO
 
 from aiohttp import web
 
+from sync.net import free_port
+
 _INTERPOLATE = re.compile(r"\$\{NOMAD_PORT_([A-Za-z0-9_]+)\}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(eq=False)
@@ -313,7 +307,7 @@ class NomadDouble:
             job_id=job["ID"],
             group=group["Name"],
             task=task["Name"],
-            ports={p["Label"]: _free_port() for p in dynamic},
+            ports={p["Label"]: free_port() for p in dynamic},
             to={p["Label"]: int(p["To"]) for p in dynamic if p.get("To")},
             create_index=index,
             modify_index=index,

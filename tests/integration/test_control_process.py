@@ -3,57 +3,38 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
+from meridian.dev import control_plane_argv
 from meridian.processes import clean_env
+from sync.net import free_port
 
 TOKEN = "process-admin-token-0123456789"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(data_dir: Path, port: int) -> subprocess.Popen:
-    env = clean_env()
+def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meridian",
-            "control",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--admin-token",
-            TOKEN,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        control_plane_argv(port, data_dir, TOKEN), env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float = 60) -> dict:
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"control plane exited: {proc.stderr.read().decode()[-2000:]}")
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"control plane exited: {stderr[-2000:]}")
         try:
             r = httpx.get(f"{url}/healthz", timeout=1)
             if r.status_code == 200:
-                return r.json()
+                health: dict[str, Any] = r.json()
+                return health
         except httpx.TransportError:
             pass
         time.sleep(0.1)  # polling a process we do not own: no event to await
@@ -66,7 +47,7 @@ def _postgres_pids(data_dir: Path) -> list[int]:
 
 
 def test_restart_after_sigkill_reuses_the_running_postgres_and_keeps_every_row(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     proc = _start(tmp_path, port)

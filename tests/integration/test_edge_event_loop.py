@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from blockbuster import blockbuster_ctx
 from edge import keys
 from edge.app import send_heartbeat, start_edge
 from edge.settings import EdgeSettings
+from sync.net import free_port
 from tests.conftest import ADMIN_TOKEN, RunningControl
 
 SLOW_CALLBACK_S = 1.0
@@ -57,12 +57,6 @@ async def strict_loop() -> AsyncIterator[None]:
     assert handler.seen == [], "the event loop was blocked:\n" + "\n".join(handler.seen)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DEMO = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
 
 
@@ -75,7 +69,7 @@ async def running_edge(
     async with control.client() as admin:
         for name, spec in (templates or {"demo": DEMO}).items():
             assert (await admin.put(f"/v1/templates/{name}", json=spec)).status_code == 200
-    port = _free_port()
+    port = free_port()
     settings = EdgeSettings(
         region="eu-west",
         control_url=control.url,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,13 +44,14 @@ async def world(geo_control: RunningControl, edge_token_geo: str) -> RunningCont
 @pytest.fixture
 async def edge_token_geo(geo_control: RunningControl) -> str:
     async with geo_control.client() as admin:
-        return (await admin.post("/v1/tokens", json={"name": "edge", "scopes": ["edge"]})).json()["token"]
+        return str((await admin.post("/v1/tokens", json={"name": "edge", "scopes": ["edge"]})).json()["token"])
 
 
-async def _connect(client: httpx.AsyncClient, **body: object) -> dict:
+async def _connect(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
     r = await client.post("/v1/connect", json={"template": "demo", **body})
     assert r.status_code == 200, r.text
-    return r.json()
+    answer: dict[str, Any] = r.json()
+    return answer
 
 
 @pytest.mark.parametrize(
@@ -61,7 +63,9 @@ async def _connect(client: httpx.AsyncClient, **body: object) -> dict:
         (TOKYO, "ap-northeast", (0, 50)),
     ],
 )
-async def test_users_land_in_their_nearest_region(world: RunningControl, ip: str, region: str, km_range: tuple) -> None:
+async def test_users_land_in_their_nearest_region(
+    world: RunningControl, ip: str, region: str, km_range: tuple[float, float]
+) -> None:
     async with world.client() as admin:
         answer = await _connect(admin, client_ip=ip)
     assert answer["region"] == region

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from edge.executors.process import free_port
 from edge.executors.readiness import probe_ready
 from meridian.demo import make_app
+from sync.net import free_port
 
 REPO = str(Path(__file__).resolve().parents[2])
 Client = TestClient[web.Request, web.Application]

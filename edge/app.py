@@ -21,7 +21,7 @@ from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.cors import cors_middleware
-from edge.drain import DrainState, stop_idle_while_draining
+from edge.drain import DrainState, drain_before_exit, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath, Limits
@@ -88,6 +88,7 @@ async def send_heartbeat(app: web.Application) -> None:
         applied_version=app[keys.REPLICA].applied_version or 0,
         backends=app[keys.DRONE].reports(),
         executors=app[keys.EXECUTORS].kinds,
+        shutting_down=app[keys.DRAIN].shutting_down,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -196,6 +197,22 @@ async def _drain(app: web.Application) -> None:
     )
 
 
+async def _drain_before_exit(app: web.Application, timeout_s: float) -> bool:
+    return await drain_before_exit(app[keys.DRAIN], app[keys.DRONE], lambda: send_heartbeat(app), timeout_s)
+
+
+async def _drain_unless_signalled_again(app: web.Application, timeout_s: float, stop: asyncio.Event) -> None:
+    stop.clear()  # a second SIGTERM or Ctrl-C cuts the drain short
+    drained = asyncio.create_task(_drain_before_exit(app, timeout_s))
+    signalled = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([drained, signalled], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (drained, signalled):
+            task.cancel()
+        await asyncio.gather(drained, signalled, return_exceptions=True)
+
+
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(
         middlewares=[telemetry_middleware, cors_middleware, errors_middleware, subdomain_middleware],
@@ -285,6 +302,8 @@ def serve(settings: EdgeSettings) -> None:
         gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
         try:
             await stop.wait()
+            if settings.shutdown_drain_s > 0:
+                await _drain_unless_signalled_again(edge.app, settings.shutdown_drain_s, stop)
         finally:
             await edge.stop()
 

@@ -20,6 +20,13 @@ class EdgeSettings(BaseSettings):
         "it by DNS SRV records (e.g. dns+srv://_meridian-control._tcp.example.com.), failing over "
         "across them."
     )
+    shutdown_drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="On SIGTERM, drain first: tell the control plane to place nothing here, stop idle "
+        "backends, and wait up to this long for busy ones (open WebSockets) before stopping the rest. "
+        "0: stop at once. Keep it below the supervisor's kill timeout.",
+    )
     dns_nameservers: list[str] | None = Field(
         default=None,
         description="DNS servers (IP or IP:PORT) for dns+srv:// control URLs; default: the system's.",

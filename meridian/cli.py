@@ -88,6 +88,13 @@ def edge_serve(
         str | None, typer.Option(envvar="MERIDIAN_EDGE_PUBLIC_URL", help="URL users reach this edge at.")
     ] = None,
     edge_domain: Annotated[str | None, typer.Option(help="Domain for <backend-id>.<domain> routing.")] = None,
+    shutdown_drain_s: Annotated[
+        float,
+        typer.Option(
+            envvar="MERIDIAN_EDGE_SHUTDOWN_DRAIN_S",
+            help="On SIGTERM, drain for up to this many seconds before stopping backends (0: at once).",
+        ),
+    ] = 0.0,
     internal_url: Annotated[str | None, typer.Option(help="URL other edges reach this edge at.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest proxied request body.")] = None,
     cors_origin: Annotated[
@@ -125,6 +132,7 @@ def edge_serve(
             capacity=capacity,
             public_url=public_url,
             edge_domain=edge_domain,
+            shutdown_drain_s=shutdown_drain_s,
             internal_url=internal_url,
             cors_origins=cors_origin or [],
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]

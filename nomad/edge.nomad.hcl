@@ -149,6 +149,7 @@ job "meridian-edge" {
         change_mode = "restart"
         data        = <<-EOT
           MERIDIAN_CONTROL_URL=${var.control_url}
+          MERIDIAN_EDGE_SHUTDOWN_DRAIN_S=840
           {{ with nomadVar "meridian/regions/${var.region}" }}
           MERIDIAN_EDGE_TOKEN={{ .edge_token }}
           MERIDIAN_EDGE_PUBLIC_URL={{ .public_url }}
@@ -159,8 +160,9 @@ job "meridian-edge" {
 
       # Leave the service catalog (and so the accelerator's health check) before the signal.
       shutdown_delay = "10s"
-      # A drained edge has stopped its idle backends already; the long timeout lets the ones still
-      # holding WebSockets finish their grace period instead of being killed mid-session.
+      # On SIGTERM the edge drains itself (MERIDIAN_EDGE_SHUTDOWN_DRAIN_S above: 14 minutes): the
+      # control plane places nothing more here, idle backends stop, open WebSockets may finish.
+      # The kill timeout is longer, so Nomad does not SIGKILL it mid-drain.
       kill_signal  = "SIGTERM"
       kill_timeout = "15m"
 

@@ -250,6 +250,8 @@ class HeartbeatIn(Strict):
     applied_version: NonNegativeInt63
     edge_url: Url | None = None
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
+    shutting_down: StrictBool = False
+    """The edge is draining itself before it exits: give it no new backends."""
     executors: list[ExecutorKind] | None = Field(
         default=None, max_length=8, description="Executors the edge runs; None (an older edge): process only."
     )

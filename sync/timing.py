@@ -73,6 +73,9 @@ FLEET_EVENTS_MIN_INTERVAL_S: float = 0.5
 FLEET_EVENTS_KEEPALIVE_S: float = 15.0
 """The fleet stream sends a comment line after this much silence, so proxies keep it open."""
 
+EXIT_DRAIN_CHECK_S: float = 0.2
+"""How often an edge draining itself before it exits looks whether it is empty yet."""
+
 DISCOVERY_MIN_TTL_S: float = 5.0
 """Shortest time a DNS SRV answer for the control plane is kept (a TTL of 0 would mean a query per call)."""
 

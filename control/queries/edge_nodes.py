@@ -24,17 +24,18 @@ async def upsert(
     address: str,
     capacity: int,
     applied_version: int,
+    shutting_down: bool = False,
     executors: Sequence[str] | None = None,
 ) -> asyncpg.Record:
     """Register or refresh a node; ``executors`` None (an edge that does not say) means process only."""
     return await one(
         conn,
         f"""
-        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, executors)
-        VALUES ($1, $2, $3, $4, $5, coalesce($6::text[], '{{process}}'))
+        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down, executors)
+        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'))
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
-            executors = EXCLUDED.executors, last_heartbeat_at = now()
+            shutting_down = EXCLUDED.shutting_down, executors = EXCLUDED.executors, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -42,6 +43,7 @@ async def upsert(
         address,
         capacity,
         applied_version,
+        shutting_down,
         list(executors) if executors is not None else None,
     )
 
@@ -50,7 +52,8 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     """Every node with its live-backend count and health."""
     return await conn.fetch(
         """
-        SELECT id, region, address, capacity, applied_version, last_heartbeat_at, draining,
+        SELECT id, region, address, capacity, applied_version, last_heartbeat_at,
+               draining OR shutting_down AS draining,
                last_heartbeat_at > now() - make_interval(secs => $1) AS healthy,
                live_backends AS live
         FROM edge_nodes ORDER BY region, id
@@ -62,8 +65,8 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
 async def least_loaded_in_region(
     conn: Conn, region: str, lost_after_s: float, executor: str = "process"
 ) -> asyncpg.Record | None:
-    """The healthy, not draining node of `region` running `executor` with free capacity and the
-    lowest fill ratio.
+    """The healthy, not draining (nor shutting down) node of `region` running `executor` with free
+    capacity and the lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -72,7 +75,7 @@ async def least_loaded_in_region(
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity AND NOT draining AND $3 = ANY (executors)
+          AND live_backends < capacity AND NOT draining AND NOT shutting_down AND $3 = ANY (executors)
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,
@@ -88,7 +91,7 @@ async def healthy_and_running(conn: Conn, region: str, lost_after_s: float, exec
         conn,
         """
         SELECT count(*) AS healthy, count(*) FILTER (WHERE $3 = ANY (executors)) AS running
-        FROM edge_nodes WHERE region = $1 AND NOT draining
+        FROM edge_nodes WHERE region = $1 AND NOT draining AND NOT shutting_down
             AND last_heartbeat_at > now() - make_interval(secs => $2)
         """,
         region,

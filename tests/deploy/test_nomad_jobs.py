@@ -140,6 +140,10 @@ def test_edge_job_runs_process_backends_raw_and_drains_slowly(edge_file: dict[st
     assert task["driver"] == "raw_exec"
     assert task["kill_signal"] == "SIGTERM"
     assert _duration_s(task["kill_timeout"]) >= 300, "draining WebSockets needs minutes, not Nomad's 5s"
+    drain = re.search(r"MERIDIAN_EDGE_SHUTDOWN_DRAIN_S=(\d+)", block(task, "template")["data"])
+    assert drain is not None, "the edge must drain itself on SIGTERM"
+    # The edge's own drain ends first, leaving time to stop what is left before Nomad's SIGKILL.
+    assert 0 < int(drain.group(1)) <= _duration_s(task["kill_timeout"]) - 30
     check = block(block(group, "service"), "check")
     assert check["path"] == "/healthz"
 

@@ -194,7 +194,7 @@ async def test_an_edge_syncs_heartbeats_and_forwards_connects_through_srv_failov
         control_url=f"dns+srv://{SERVICE}.",
         dns_nameservers=[nameserver],
         token=edge_token,
-        port=0,
+        port=_dead_port(),  # free: the edge binds it
         data_dir=tmp_path / "edge",
     )
     edge = await start_edge(settings)

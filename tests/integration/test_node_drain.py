@@ -4,12 +4,15 @@ backends that go idle (never a busy one), and the drain status says when the nod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import signal
+import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +20,10 @@ import httpx
 import pytest
 
 from edge import drain as edge_drain
+from edge import keys
+from edge.app import EdgeServer, send_heartbeat, start_edge
+from edge.drain import drain_before_exit
+from edge.settings import EdgeSettings
 from tests.conftest import ADMIN_TOKEN, RunningControl
 from tests.helpers import add_region, cluster, heartbeat
 from tests.integration.test_edge_event_loop import running_edge
@@ -270,3 +277,137 @@ async def test_meridian_edge_drain_refuses_what_is_not_a_node_id(control: Runnin
     missing = await _cli("nd-nobody", "--url", control.url)
     out, _ = await asyncio.wait_for(missing.communicate(), 30)
     assert missing.returncode == 1 and b"not_found" in out, out
+
+
+# ---- an edge told to exit drains itself first (SIGTERM with shutdown_drain_s) ---------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _edge_app(control: RunningControl, edge_token: str, data_dir: Path) -> AsyncIterator[EdgeServer]:
+    async with control.client() as admin:
+        assert (await admin.put("/v1/templates/demo", json=LONG_IDLE)).status_code == 200
+        version = (await admin.get("/healthz")).json()["version"]
+    settings = EdgeSettings(
+        region="eu-west",
+        control_url=control.url,
+        token=edge_token,
+        port=_free_port(),
+        data_dir=data_dir,
+        shutdown_drain_s=60,
+    )
+    edge = await start_edge(settings)
+    try:
+        await send_heartbeat(edge.app)
+        await asyncio.wait_for(edge.app[keys.SYNC_LOOP].wait_applied(version), 30)
+        yield edge
+    finally:
+        await edge.stop()
+
+
+async def _exit_drain(edge: EdgeServer, timeout_s: float) -> bool:
+    app = edge.app
+    return await drain_before_exit(app[keys.DRAIN], app[keys.DRONE], lambda: send_heartbeat(app), timeout_s)
+
+
+async def test_an_edge_told_to_exit_drains_itself_before_stopping(
+    control: RunningControl, edge_token: str, tmp_path: Path, quick_drain: None
+) -> None:
+    async with (
+        _edge_app(control, edge_token, tmp_path / "edge") as edge,
+        control.client() as admin,
+        aiohttp.ClientSession() as http,
+    ):
+        busy, idle = [(await _connect(admin, f"exit-{i}")).json() for i in range(2)]
+        async with http.get(busy["url"] + "info") as r:
+            assert r.status == 200
+        ws = await http.ws_connect(busy["url"].replace("http", "ws", 1) + "ws")
+        exiting = asyncio.create_task(_exit_drain(edge, 60))
+        try:
+            assert (await _terminated(admin, idle["backend_id"]))["reason"] == "idle"
+            refused = await _connect(admin, "exit-new")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_capacity"
+            node = (await admin.get("/v1/regions")).json()[0]["nodes"][0]
+            assert node["draining"] is True
+            assert not exiting.done(), "a backend with an open WebSocket keeps the edge draining"
+            await ws.send_str("still here")
+            assert (await ws.receive(timeout=10)).data == "still here"
+            await ws.close()
+            assert await asyncio.wait_for(exiting, 20) is True
+        finally:
+            exiting.cancel()
+        assert (await _terminated(admin, busy["backend_id"]))["reason"] == "idle"
+    # The flag was the old process's: the node's next start takes backends again.
+    async with _edge_app(control, edge_token, tmp_path / "edge"), control.client() as admin:
+        assert (await _connect(admin, "exit-after-restart")).status_code == 200
+
+
+async def test_an_exit_drain_gives_up_after_its_timeout(
+    control: RunningControl, edge_token: str, tmp_path: Path
+) -> None:
+    async with (
+        _edge_app(control, edge_token, tmp_path / "edge") as edge,
+        control.client() as admin,
+        aiohttp.ClientSession() as http,
+    ):
+        busy = (await _connect(admin, "stubborn")).json()
+        async with http.ws_connect(busy["url"].replace("http", "ws", 1) + "ws"):
+            assert await asyncio.wait_for(_exit_drain(edge, 0.5), 10) is False
+
+
+async def test_sigterm_to_meridian_edge_serve_drains_then_exits(
+    control: RunningControl, edge_token: str, tmp_path: Path
+) -> None:
+    """The real command, as Nomad stops it: SIGTERM, then it drains until its WebSocket closes."""
+    async with control.client() as admin:
+        assert (await admin.put("/v1/templates/demo", json=LONG_IDLE)).status_code == 200
+    port = _free_port()
+    edge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meridian", "edge", "serve", "--region", "eu-west", "--port", str(port),
+        "--control-url", control.url, "--token", edge_token, "--data-dir", str(tmp_path / "edge"),
+        "--shutdown-drain-s", "60",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with control.client() as admin, aiohttp.ClientSession() as http:
+
+            async def registered() -> bool:
+                return bool((await admin.get("/v1/regions")).json())
+
+            await _eventually(registered, 60)
+            placed = await _eventually_connect(admin, "sigterm")
+            ws = await http.ws_connect(placed["url"].replace("http", "ws", 1) + "ws")
+            edge.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                return bool((await admin.get("/v1/regions")).json()[0]["nodes"][0]["draining"])
+
+            await _eventually(draining, 30)
+            await ws.send_str("through the drain")
+            assert (await ws.receive(timeout=10)).data == "through the drain"
+            assert edge.returncode is None
+            await ws.close()
+            assert await asyncio.wait_for(edge.wait(), 60) == 0
+            assert (await _terminated(admin, placed["backend_id"]))["status"] == "terminated"
+    finally:
+        if edge.returncode is None:
+            edge.kill()
+            await edge.wait()
+
+
+async def _eventually_connect(admin: httpx.AsyncClient, key: str) -> dict:
+    """A connect once the new edge's node is known healthy and synced enough to run it."""
+    answer: dict = {}
+
+    async def placed() -> bool:
+        r = await _connect(admin, key)
+        answer.update(r.json())
+        return r.status_code == 200
+
+    await _eventually(placed, 30)
+    return answer

@@ -257,6 +257,7 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
         ),
     )
     app[keys.PROXY].fast_path = fast
+    app[keys.REPLICA].add_listener(fast.on_changes)
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server

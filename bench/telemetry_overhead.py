@@ -25,6 +25,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from starlette.types import ASGIApp
 
 from control.telemetry import ControlTelemetry, TelemetryMiddleware
 from edge.activity import Activity
@@ -88,7 +89,7 @@ def _traced_telemetry() -> ControlTelemetry:
 async def bench_middleware(calls: int, rounds: int) -> tuple[dict[str, Any], float]:
     untraced = ControlTelemetry(Telemetry("bench", env={}))
     traced = _traced_telemetry()
-    apps = {
+    apps: dict[str, ASGIApp] = {
         "app alone": _trivial_app,
         "metrics only": TelemetryMiddleware(_trivial_app, untraced),
         "metrics and spans": TelemetryMiddleware(_trivial_app, traced),

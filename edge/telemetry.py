@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from edge.replica import Replica
 from sync import telemetry
 from sync.client import SnapshotObject
 from sync.errors import MeridianError
-from sync.loop import ReplicaSink, SyncLoop
+from sync.loop import SyncLoop
 from sync.models import BackendStatus, ChangesReply, Scope, TerminationReason
 
 SERVICE_NAME = "meridian-edge"
@@ -160,8 +161,6 @@ class EdgeTelemetry:
             return []
         if loop.reachable:
             return [Observation(0.0)]
-        from datetime import UTC, datetime
-
         return [Observation((datetime.now(UTC) - loop.last_sync_at).total_seconds())]
 
     def _journal(self, _: CallbackOptions) -> Iterable[Observation]:
@@ -333,10 +332,6 @@ class TracedSink:
         return getattr(self._inner, name)
 
 
-def _check_sink(sink: TracedSink) -> ReplicaSink:
-    return sink  # mypy: a TracedSink is what the sync loop takes
-
-
 # ---- spawn ----------------------------------------------------------------------------------
 
 
@@ -394,7 +389,3 @@ class TracedExecutor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-def _check_executor(executor: TracedExecutor) -> Executor:
-    return executor  # mypy: a TracedExecutor is an Executor

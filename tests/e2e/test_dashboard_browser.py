@@ -362,3 +362,18 @@ def test_keyboard_alone_opens_a_backend_and_terminates_it_after_confirming(ui: W
     expect(page.locator('#history li[data-status="terminated"]')).to_have_count(1, timeout=15_000)
     status = httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=10).json()["status"]
     assert status in ("draining", "terminated")
+
+
+def test_a_draining_node_shows_on_its_marker_and_in_its_popup(ui: Watched, cluster: DevCluster) -> None:
+    node = next(r for r in _regions(cluster) if r["name"] == "eu-west")["nodes"][0]["id"]
+    drain = f"{cluster.control_url}/v1/nodes/{node}/drain"
+    assert httpx.post(drain, json={"draining": True}, headers=AUTH, timeout=10).status_code == 200
+    try:
+        marker = ui.page.locator('.marker[data-region="eu-west"]')
+        expect(marker.locator("text.detail")).to_contain_text("1 draining", timeout=3000)
+        assert "1 node draining" in (marker.get_attribute("aria-label") or "")
+        marker.hover()
+        expect(ui.page.locator("#popup tbody tr").first.locator("td").last).to_have_text("yes")
+    finally:
+        assert httpx.post(drain, json={"draining": False}, headers=AUTH, timeout=10).status_code == 200
+    expect(ui.page.locator('.marker[data-region="eu-west"] text.detail')).not_to_contain_text("draining", timeout=3000)

@@ -103,7 +103,8 @@ async def test_connect_and_proxy_metrics_move_with_real_requests(
     post_connect = {"http_request_method": "POST", "http_route": "/v1/connect", "http_response_status_code": "200"}
     assert moved(edge_before, edge_after, http, **post_connect) == 3
     assert moved(control_before, control_after, http, **post_connect) == 1
-    assert value(edge_after, "meridian_sync_applied_version") == value(control_after, "meridian_sync_version")
+    # The edge scrape came first: the control plane may have committed more since, never less.
+    assert 0 < value(edge_after, "meridian_sync_applied_version") <= value(control_after, "meridian_sync_version")
     assert value(edge_after, "meridian_sync_reachable") == 1
     assert value(control_after, "meridian_backends", region="eu-west") == 1
     assert value(control_after, "meridian_edge_nodes", region="eu-west", healthy="true") == 1

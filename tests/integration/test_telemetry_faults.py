@@ -9,7 +9,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -75,9 +75,9 @@ async def test_a_dead_otlp_endpoint_costs_requests_nothing_and_is_logged_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     records: _Records,
-    endpoint: contextlib.AbstractContextManager[str],
+    endpoint: Callable[[], contextlib.AbstractContextManager[str]],
 ) -> None:
-    with endpoint() as url:  # type: ignore[operator]
+    with endpoint() as url:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", str(EXPORT_TIMEOUT_S))
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")

@@ -111,12 +111,15 @@ export class WorldMap {
     marker.core.setAttribute("class", `core ${state}`);
     marker.arc.setAttribute("d", loadArc(capacity ? running / capacity : 0, 11));
     marker.label.textContent = region.name;
-    marker.detail.textContent = `${running}/${capacity}${behind ? `  lag ${behind}` : ""}`;
+    const draining = region.nodes.filter((n) => n.draining).length;
+    marker.detail.textContent =
+      `${running}/${capacity}${behind ? `  lag ${behind}` : ""}${draining ? `  ${draining} draining` : ""}`;
     marker.detail.setAttribute("class", behind ? "detail lag" : "detail");
     const lagText = behind === null ? "no nodes" : `sync lag ${behind} versions`;
     marker.node.setAttribute(
       "aria-label",
-      `${region.name}: ${HEALTH_TEXT[state]}, ${running} of ${capacity} backends running, ${lagText}`,
+      `${region.name}: ${HEALTH_TEXT[state]}, ${running} of ${capacity} backends running, ${lagText}` +
+        (draining ? `, ${draining} node${draining > 1 ? "s" : ""} draining` : ""),
     );
     // Labels of markers near the right edge go to their left, so they stay on the map.
     const anchorEnd = x > WIDTH - 130;

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.replica import Replica
 from sync import tokens
+from sync.confinement import Confinement, expired
 from sync.errors import BackendGone, Forbidden, Unauthorized
-from sync.models import ChangeKind, Scope
+from sync.models import ChangeKind, ConnectRequest, Scope
 
 
 def verify_connection_token(replica: Replica, token: str, now: float | None = None) -> tokens.ConnectionClaims:
@@ -27,13 +28,17 @@ def verify_connection_token(replica: Replica, token: str, now: float | None = No
         raise Unauthorized("invalid connection token") from exc
     for revocation in replica.revocations(claims.backend_id):
         user = revocation.get("user_id")
-        if (user is None or user == claims.user) and claims.issued_at <= _epoch(revocation["revoked_at"]):
+        if (user is None or user == claims.user) and claims.issued_us <= _epoch_us(revocation["revoked_at"]):
             raise Unauthorized("connection token revoked")
     return claims
 
 
-def _epoch(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(value: str) -> int:
+    """Microseconds since the epoch, exactly (a float timestamp would round them)."""
+    return (datetime.fromisoformat(value) - _EPOCH) // timedelta(microseconds=1)
 
 
 def backend_for(replica: Replica, claims: tokens.ConnectionClaims) -> dict[str, Any]:
@@ -55,9 +60,16 @@ def api_caller(replica: Replica, authorization: str | None, *allowed: Scope) -> 
         raise Unauthorized("expected `Authorization: Bearer <token>`")
     digest = hashlib.sha256(secret.strip().encode()).hexdigest()
     token = replica.get(ChangeKind.API_TOKEN, digest)
-    if token is None or token.get("revoked_at"):
-        raise Unauthorized("unknown or revoked token")
+    if token is None or token.get("revoked_at") or expired(token.get("expires_at"), datetime.now(UTC)):
+        raise Unauthorized("unknown, expired or revoked token")
     scopes = set(token["scopes"])
     if Scope.ADMIN.value not in scopes and not scopes.intersection(s.value for s in allowed):
         raise Forbidden("this token lacks the scope for this call")
     return token
+
+
+def confined_connect(token: dict[str, Any], body: ConnectRequest) -> ConnectRequest:
+    """The connect a token may make: Forbidden outside its key prefix or templates, or for another
+    user than the one it is bound to; a bound token's connection tokens are for its user."""
+    user = Confinement.from_replicated(token).connect_user(body.key, body.template, body.user)
+    return body if user == body.user else body.model_copy(update={"user": user})

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from edge import keys as app_keys
-from edge.access import active_signing_key, api_caller
+from edge.access import active_signing_key, api_caller, confined_connect
 from edge.browser_urls import add_routing_urls
 from edge.telemetry import connect_outcome, control_call
 from sync import tokens
@@ -76,7 +75,7 @@ async def _connect(request: web.Request) -> web.Response:
     app = request.app
     replica = app[app_keys.REPLICA]
     caller = api_caller(replica, request.headers.get("Authorization"), Scope.CLIENT, Scope.EDGE)
-    body = await _read_connect(request)
+    body = confined_connect(caller, await _read_connect(request))
     if body.key is not None:
         answer = _from_replica(request, body)
         if answer is not None:
@@ -118,9 +117,7 @@ def _from_replica(request: web.Request, body: ConnectRequest) -> dict[str, Any] 
     region = replica.region(backend["region"])
     if key is None or region is None:
         return None
-    now = int(time.time())
-    claims = tokens.ConnectionClaims(backend["id"], body.user, now + int(CONNECTION_TOKEN_TTL_S), now)
-    token = tokens.sign(claims, key["id"], key["secret"])
+    token = tokens.sign(tokens.claims_now(backend["id"], body.user, CONNECTION_TOKEN_TTL_S), key["id"], key["secret"])
     edge_url = region["edge_url"].rstrip("/")
     control_url = app[app_keys.CONTROL].base_url
     return {

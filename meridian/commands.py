@@ -120,7 +120,8 @@ def templates(url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: 
     table = Table("name", "id", "executor", "command / image")
     for t in answer:
         what = " ".join(t.spec.get("argv") or []) or t.spec.get("image") or ""
-        table.add_row(t.name, t.id[:15] + "…", str(t.spec.get("executor", "")), what)
+        executor = t.spec.get("executor") or t.raw.get("executor", "")  # non-admin tokens see no spec
+        table.add_row(t.name, t.id[:15] + "…", str(executor), what)
     console.print(table)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text
 
@@ -133,10 +133,23 @@ class TemplateSpec(Strict):
         return self
 
 
+class TemplateLimits(Wire):
+    idle_timeout_s: int
+    lifetime_limit_s: int | None = None
+    start_timeout_s: int
+    memory_mb: int | None = None
+    cpu_mhz: int | None = None
+
+
 class TemplateView(Wire):
+    """`spec` (argv, env, image: possibly secrets) is shown to admin tokens only; everyone else sees
+    the name, id, executor and limits."""
+
     name: str
     id: str
-    spec: TemplateSpec
+    executor: str
+    limits: TemplateLimits
+    spec: TemplateSpec | None = None
     updated_at: datetime
 
 
@@ -285,15 +298,34 @@ class HeartbeatOut(Wire):
 
 
 class TokenIn(Strict):
+    """A new API token. `key_prefix`, `user` and `templates` confine a client token (see
+    sync/confinement.py); a token minted by a non-admin is confined at least as narrowly as its minter."""
+
     name: Annotated[Text, Field(min_length=1, max_length=128)]
     scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
+    key_prefix: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    user: User | None = None
+    templates: list[Name] | None = Field(default=None, min_length=1, max_length=256)
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _only_clients_are_confined(self) -> TokenIn:
+        confined = self.key_prefix is not None or self.user is not None or self.templates is not None
+        if confined and set(self.scopes) != {Scope.CLIENT}:
+            raise ValueError("key_prefix, user and templates confine client tokens only (scopes: [client])")
+        return self
 
 
 class TokenView(Wire):
     id: str
     name: str
     scopes: list[Scope]
-    token: str | None = None
+    key_prefix: str | None = None
+    user: str | None = None
+    templates: list[str] | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    token: str | None = Field(default=None, description="The secret, shown once, when the token is created.")
     created_at: datetime
 
 

@@ -29,8 +29,9 @@ TOKEN_REVOCATION_PROPAGATION_S: float = 1.0
 CONNECTION_TOKEN_TTL_S: float = 24 * 3600.0
 """Lifetime of a connection token issued by `connect`."""
 
-AUTH_CACHE_TTL_S: float = 5.0
-"""How long the control plane trusts a looked-up API token before reading it again."""
+AUTH_CACHE_TTL_S: float = 1.0
+"""How long the control plane trusts a looked-up API token before reading it again: a token deleted
+at another control-plane process is refused here within this (no longer than revocation takes)."""
 
 DB_RETRY_AFTER_S: float = 2.0
 """`Retry-After` sent with 503 while the database is unreachable."""
@@ -78,3 +79,7 @@ DISCOVERY_MAX_TTL_S: float = 300.0
 
 DISCOVERY_RETRY_S: float = 2.0
 """After a failed DNS lookup, how long the last good answer is used before asking again."""
+
+STATUS_STREAM_KEEPALIVE_S: float = 15.0
+"""An edge's browser status stream (`GET /v1/status/{token}`) sends a comment after this much
+silence, so proxies keep it open; it also re-checks the token's expiry then."""

@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 MAX_TOKEN_LENGTH = 1024
@@ -33,6 +34,23 @@ class ConnectionClaims:
     user: str | None
     expires_at: int
     issued_at: int
+    """Seconds since the epoch."""
+    issued_at_us: int = 0
+    """Microseconds since the epoch (0: unknown, the token predates it): what a revocation compares
+    with, so a token issued right after a revoke in the same second still works."""
+
+    @property
+    def issued_us(self) -> int:
+        """When the token was issued, in microseconds; a token without it counts as issued at the start
+        of its second (so a revoke in that second refuses it: the safe side)."""
+        return self.issued_at_us or self.issued_at * 1_000_000
+
+
+def claims_now(backend_id: str, user: str | None, ttl_s: float, now_ns: int | None = None) -> ConnectionClaims:
+    """Claims of a token issued now, valid for `ttl_s` seconds."""
+    issued_us = (time.time_ns() if now_ns is None else now_ns) // 1000
+    issued_at = issued_us // 1_000_000
+    return ConnectionClaims(backend_id, user, issued_at + int(ttl_s), issued_at, issued_us)
 
 
 def _b64(data: bytes) -> str:
@@ -50,7 +68,8 @@ def new_signing_secret() -> str:
 def sign(claims: ConnectionClaims, key_id: str, secret: str) -> str:
     payload = _b64(
         json.dumps(
-            {"b": claims.backend_id, "u": claims.user, "e": claims.expires_at, "i": claims.issued_at},
+            {"b": claims.backend_id, "u": claims.user, "e": claims.expires_at, "i": claims.issued_at}
+            | ({"m": claims.issued_at_us} if claims.issued_at_us else {}),
             separators=(",", ":"),
         ).encode()
     )
@@ -83,6 +102,9 @@ def verify(token: str, secret: str, now: float) -> ConnectionClaims:
         raise TokenInvalid("malformed token")
     if user is not None and not isinstance(user, str):
         raise TokenInvalid("malformed token")
+    issued_at_us = raw.get("m", 0)
+    if not isinstance(issued_at_us, int) or isinstance(issued_at_us, bool) or issued_at_us < 0:
+        raise TokenInvalid("malformed token")
     if expires_at <= now:
         raise TokenExpired("token expired")
-    return ConnectionClaims(backend_id=backend_id, user=user, expires_at=expires_at, issued_at=issued_at)
+    return ConnectionClaims(backend_id, user, expires_at, issued_at, issued_at_us)

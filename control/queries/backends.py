@@ -108,13 +108,18 @@ async def list_filtered(
     region: str | None,
     status: str | None,
     owner_token_id: str | None,
+    key_prefix: str | None = None,
+    templates: list[str] | None = None,
     limit: int,
 ) -> list[asyncpg.Record]:
+    """Each filter given narrows the list; `key_prefix` and `templates` confine it to a token's view."""
     return await conn.fetch(
         f"""
         SELECT {COLUMNS} FROM backends b
         WHERE ($1::text IS NULL OR b.key = $1) AND ($2::text IS NULL OR b.region = $2)
           AND ($3::text IS NULL OR b.status = $3) AND ($4::text IS NULL OR b.owner_token_id = $4)
+          AND ($6::text IS NULL OR starts_with(b.key, $6))
+          AND ($7::text[] IS NULL OR b.template_name = ANY($7::text[]))
         ORDER BY b.created_at DESC, b.id LIMIT $5
         """,
         key,
@@ -122,6 +127,8 @@ async def list_filtered(
         status,
         owner_token_id,
         limit,
+        key_prefix,
+        templates,
     )
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, Request
 
 from control.http.deps import ReaderCaller, State
 from control.services import connect as connect_service
-from control.services.auth import Caller
+from control.services.auth import Caller, caller_by_id
 from control.telemetry import connect_outcome
 from sync.errors import BadRequest
 from sync.models import ConnectRequest, ConnectResponse, Scope
@@ -55,8 +55,12 @@ async def connect(
     x_meridian_caller: Annotated[str | None, Header(max_length=64)] = None,
 ) -> ConnectResponse:
     is_edge = Scope.EDGE in caller.scopes
-    # An edge forwarding a user's connect names the user's API token, which then owns the backend.
-    owner = Caller(token_id=x_meridian_caller, scopes=frozenset()) if is_edge and x_meridian_caller else caller
+    owner = caller
+    if is_edge and x_meridian_caller:
+        # An edge forwarding a user's connect names the user's API token: it owns the backend, and its
+        # confinement is checked here again (the edge checked it against its replica already).
+        owner = await caller_by_id(state.pool, state.tokens, x_meridian_caller)
+        owner.require(Scope.CLIENT, Scope.EDGE)
     ctx = connect_service.ConnectContext(
         caller=owner,
         client_ip=client_ip_for(request, body, caller, x_forwarded_for),

@@ -20,9 +20,9 @@ async def put_template(name: TemplateName, body: TemplateSpec, state: State, cal
 
 @router.get("", response_model=list[TemplateView])
 async def list_templates(state: State, caller: ReadOnlyCaller) -> list[TemplateView]:
-    return await templates.list_templates(state.pool)
+    return await templates.list_templates(state.pool, caller)
 
 
 @router.get("/{name}", response_model=TemplateView)
 async def get_template(name: TemplateName, state: State, caller: ReadOnlyCaller) -> TemplateView:
-    return await templates.get_template(state.pool, name)
+    return await templates.get_template(state.pool, name, caller)

@@ -1,17 +1,20 @@
-"""API tokens: hashing, issuing, and resolving a bearer token to its caller."""
+"""API tokens: hashing, minting (scoped and confined), listing, deleting, and resolving a bearer
+token (or, for an edge forwarding a user's call, a token id) to its caller."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
 from control.queries import api_tokens
 from control.versioning import write_transaction
-from sync.errors import Forbidden, Unauthorized
+from sync.confinement import Confinement
+from sync.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from sync.ids import new_id
 from sync.models import ChangeKind, Scope, TokenIn, TokenView
 from sync.timing import AUTH_CACHE_TTL_S
@@ -23,6 +26,8 @@ MAX_BEARER_LENGTH = 512
 class Caller:
     token_id: str
     scopes: frozenset[Scope]
+    confinement: Confinement = field(default_factory=Confinement)
+    expires_at: datetime | None = None
 
     def require(self, *allowed: Scope) -> None:
         """Pass when the caller has `admin` or any of `allowed`."""
@@ -37,29 +42,61 @@ class Caller:
     def is_admin(self) -> bool:
         return Scope.ADMIN in self.scopes
 
+    @property
+    def controls_every_backend(self) -> bool:
+        """Admin and edge tokens act on every backend; client tokens only on those they may see."""
+        return bool(self.scopes & {Scope.ADMIN, Scope.EDGE})
+
+    def sees(self, backend: asyncpg.Record) -> bool:
+        """Whether this caller may read, terminate or revoke `backend` (observers read more: backends.py)."""
+        return self.controls_every_backend or self.confinement.sees(
+            key=backend["key"],
+            template=backend["template_name"],
+            owner_token_id=backend["owner_token_id"],
+            token_id=self.token_id,
+        )
+
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
 class TokenCache:
-    """Caches token lookups for AUTH_CACHE_TTL_S so the hot path does not read the database each time."""
+    """Caches token lookups for AUTH_CACHE_TTL_S (never past a token's expiry) so the hot path does
+    not read the database each time. A delete here clears it; other control planes wait the TTL."""
 
     def __init__(self, ttl_s: float = AUTH_CACHE_TTL_S, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: dict[bytes, tuple[float, Caller | None]] = {}
 
-    def get(self, digest: bytes) -> tuple[bool, Caller | None]:
-        hit = self._entries.get(digest)
+    def get(self, lookup: bytes) -> tuple[bool, Caller | None]:
+        hit = self._entries.get(lookup)
         if hit is None or hit[0] < time.monotonic():
             return False, None
         return True, hit[1]
 
-    def put(self, digest: bytes, caller: Caller | None) -> None:
+    def put(self, lookup: bytes, caller: Caller | None) -> None:
         if len(self._entries) >= self._max:
             self._entries.clear()
-        self._entries[digest] = (time.monotonic() + self._ttl_s, caller)
+        ttl = self._ttl_s
+        if caller is not None and caller.expires_at is not None:
+            ttl = min(ttl, (caller.expires_at - datetime.now(UTC)).total_seconds())
+        self._entries[lookup] = (time.monotonic() + ttl, caller)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _caller(row: asyncpg.Record | None) -> Caller | None:
+    if row is None:
+        return None
+    return Caller(
+        token_id=row["id"],
+        scopes=frozenset(Scope(s) for s in row["scopes"] if s in Scope.__members__.values()),
+        confinement=Confinement.of(row["key_prefix"], row["user_id"], row["templates"]),
+        expires_at=row["expires_at"],
+    )
 
 
 async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
@@ -73,18 +110,102 @@ async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str
     cached, caller = cache.get(digest)
     if not cached:
         async with pool.acquire() as conn:
-            row = await api_tokens.by_hash(conn, digest)
-        caller = Caller(token_id=row["id"], scopes=frozenset(Scope(s) for s in row["scopes"])) if row else None
+            caller = _caller(await api_tokens.by_hash(conn, digest))
         cache.put(digest, caller)
     if caller is None:
-        raise Unauthorized("unknown or revoked token")
+        raise Unauthorized("unknown, expired or revoked token")
     return caller
 
 
-async def issue_token(pool: asyncpg.Pool, body: TokenIn) -> TokenView:
+async def caller_by_id(pool: asyncpg.Pool, cache: TokenCache, token_id: str) -> Caller:
+    """The caller an edge names when it forwards a user's call (the edge authenticated the bearer)."""
+    lookup = b"id:" + token_id.encode()
+    cached, caller = cache.get(lookup)
+    if not cached:
+        async with pool.acquire() as conn:
+            caller = _caller(await api_tokens.by_id(conn, token_id))
+        cache.put(lookup, caller)
+    if caller is None:
+        raise Unauthorized("the forwarded caller's token is unknown, expired or revoked")
+    return caller
+
+
+def _view(row: asyncpg.Record, secret: str | None = None) -> TokenView:
+    return TokenView(
+        id=row["id"],
+        name=row["name"],
+        scopes=row["scopes"],
+        key_prefix=row["key_prefix"],
+        user=row["user_id"],
+        templates=row["templates"],
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        token=secret,
+    )
+
+
+def _minted_scopes(caller: Caller, body: TokenIn) -> list[str]:
+    scopes = {s.value for s in body.scopes}
+    if not caller.is_admin and not scopes <= {s.value for s in caller.scopes}:
+        raise Forbidden("a token may only mint tokens with scopes it has", fields={"scopes": "beyond yours"})
+    return sorted(scopes)
+
+
+def _minted_expiry(caller: Caller, body: TokenIn) -> datetime | None:
+    expires_at = body.expires_at
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise BadRequest("expires_at is in the past", fields={"expires_at": "must be in the future"})
+    if caller.expires_at is not None and (expires_at is None or expires_at > caller.expires_at):
+        if expires_at is not None:
+            raise Forbidden("a minted token may not outlive its minter", fields={"expires_at": "after yours"})
+        expires_at = caller.expires_at
+    return expires_at
+
+
+async def issue_token(pool: asyncpg.Pool, caller: Caller, body: TokenIn) -> TokenView:
+    scopes = _minted_scopes(caller, body)
+    asked = (body.key_prefix, body.user, body.templates)
+    confinement = Confinement.of(*asked) if caller.is_admin else caller.confinement.narrower(*asked)
+    expires_at = _minted_expiry(caller, body)
     secret = "mrd_" + secrets.token_urlsafe(32)
-    row = await _store(pool, body.name, secret, sorted({s.value for s in body.scopes}))
-    return TokenView(id=row["id"], name=row["name"], scopes=row["scopes"], created_at=row["created_at"], token=secret)
+    async with write_transaction(pool) as tx:
+        row = await api_tokens.insert_scoped(
+            tx.conn,
+            token_id=new_id("tk"),
+            name=body.name,
+            token_hash=hash_token(secret),
+            scopes=scopes,
+            confinement=confinement,
+            expires_at=expires_at,
+            created_by=caller.token_id,
+        )
+        tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+    return _view(row, secret)
+
+
+async def list_tokens(pool: asyncpg.Pool, caller: Caller) -> list[TokenView]:
+    """Admin: every token. Others: their own token and the tokens minted under it."""
+    async with pool.acquire() as conn:
+        rows = await api_tokens.list_all(conn) if caller.is_admin else await api_tokens.tree(conn, caller.token_id)
+    return [_view(r) for r in rows]
+
+
+async def delete_token(pool: asyncpg.Pool, cache: TokenCache, caller: Caller, token_id: str) -> TokenView:
+    """Revoke the token and every token minted under it; edges learn it through sync."""
+    async with write_transaction(pool) as tx:
+        if not caller.is_admin and token_id not in {r["id"] for r in await api_tokens.tree(tx.conn, caller.token_id)}:
+            raise NotFound(f"no token {token_id!r}")
+        rows = await api_tokens.revoke_tree(tx.conn, token_id)
+        if not rows and await api_tokens.by_id(tx.conn, token_id, include_revoked=True) is None:
+            raise NotFound(f"no token {token_id!r}")
+        for row in rows:
+            tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+    cache.clear()
+    async with pool.acquire() as conn:
+        found = await api_tokens.by_id(conn, token_id, include_revoked=True)
+    assert found is not None
+    return _view(found)
 
 
 async def ensure_token(pool: asyncpg.Pool, name: str, secret: str, scopes: list[Scope]) -> None:

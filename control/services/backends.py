@@ -38,9 +38,7 @@ def view(row: asyncpg.Record) -> BackendView:
 
 
 def _visible(row: asyncpg.Record | None, caller: Caller) -> bool:
-    if row is None:
-        return False
-    return caller.is_admin or Scope.EDGE in caller.scopes or row["owner_token_id"] == caller.token_id
+    return row is not None and caller.sees(row)
 
 
 def _reads_all(caller: Caller) -> bool:
@@ -63,10 +61,20 @@ async def get_backend(pool: asyncpg.Pool, backend_id: str, caller: Caller) -> Ba
 async def list_backends(
     pool: asyncpg.Pool, caller: Caller, *, key: str | None, region: str | None, status: str | None, limit: int
 ) -> list[BackendView]:
-    owner = None if _reads_all(caller) else caller.token_id
+    confined = caller.confinement
+    everything = _reads_all(caller)
+    # A prefix-confined token lists its namespace; an unconfined client token the backends it created.
+    owner = None if everything or confined.key_prefix is not None else caller.token_id
     async with pool.acquire() as conn:
         rows = await backends.list_filtered(
-            conn, key=key, region=region, status=status, owner_token_id=owner, limit=limit
+            conn,
+            key=key,
+            region=region,
+            status=status,
+            owner_token_id=owner,
+            key_prefix=None if everything else confined.key_prefix,
+            templates=None if everything or confined.templates is None else sorted(confined.templates),
+            limit=limit,
         )
     return [view(r) for r in rows]
 
@@ -121,6 +129,8 @@ async def terminate(pool: asyncpg.Pool, backend_id: str, caller: Caller, *, hard
 
 
 async def revoke(pool: asyncpg.Pool, backend_id: str, caller: Caller, user: str | None) -> dict[str, object]:
+    """A user-bound token revokes only its own user's connection tokens."""
+    user = caller.confinement.revoke_user(user)
     async with write_transaction(pool) as tx:
         row = await backends.get(tx.conn, backend_id)
         if row is None or not _visible(row, caller):

@@ -58,12 +58,26 @@ class ConnectDeps:
 
 
 async def connect(deps: ConnectDeps, req: ConnectRequest, ctx: ConnectContext) -> ConnectResponse:
-    if req.key is None:
-        placed = await _spawn(deps, req, ctx)
-    else:
-        placed = await _live(deps.pool, req) or await _spawn_key_once(deps, req.key, req, ctx)
-        _check_template(placed.row, req)
+    """Within the caller's confinement (sync/confinement.py): its key prefix, templates and user."""
+    user = ctx.caller.confinement.connect_user(req.key, req.template, req.user)
+    if user != req.user:
+        req = req.model_copy(update={"user": user})
+    try:
+        placed = await _find_or_spawn(deps, req, ctx)
+    except KeyHeld as exc:
+        if ctx.caller.controls_every_backend:
+            raise
+        # The holder may be outside the caller's templates: name neither it nor its template.
+        raise KeyHeld("the key is held by a backend of another template", fields={"key": req.key}) from exc
     return _answer(deps.keyring, placed, req, ctx)
+
+
+async def _find_or_spawn(deps: ConnectDeps, req: ConnectRequest, ctx: ConnectContext) -> Placed:
+    if req.key is None:
+        return await _spawn(deps, req, ctx)
+    placed = await _live(deps.pool, req) or await _spawn_key_once(deps, req.key, req, ctx)
+    _check_template(placed.row, req)
+    return placed
 
 
 def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectContext) -> ConnectResponse:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import asyncpg
 
 from control.queries import signing_keys
@@ -23,9 +21,7 @@ class Keyring:
         self.key_id, self._secret = key_id, secret
 
     def issue(self, backend_id: str, user: str | None, ttl_s: float = CONNECTION_TOKEN_TTL_S) -> str:
-        now = int(time.time())
-        claims = tokens.ConnectionClaims(backend_id=backend_id, user=user, expires_at=now + int(ttl_s), issued_at=now)
-        return tokens.sign(claims, self.key_id, self._secret)
+        return tokens.sign(tokens.claims_now(backend_id, user, ttl_s), self.key_id, self._secret)
 
 
 async def ensure_active_key(pool: asyncpg.Pool, keyring: Keyring) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncpg
 
 from control.queries import template_names, templates
+from control.services.auth import Caller
 from control.versioning import write_transaction
 from sync.canonical import content_id
 from sync.errors import NotFound
-from sync.models import ChangeKind, TemplateSpec, TemplateView
+from sync.models import ChangeKind, TemplateLimits, TemplateSpec, TemplateView
 
 
 def template_id(spec: TemplateSpec) -> str:
@@ -26,21 +27,32 @@ async def put_template(pool: asyncpg.Pool, name: str, spec: TemplateSpec) -> Tem
             tx.upsert(ChangeKind.TEMPLATE_NAME, name, {"name": name, "id": tid})
         row = await template_names.get(tx.conn, name)
     assert row is not None  # written just above, in this transaction
-    return _view(row)
+    return _view(row, with_spec=True)
 
 
-async def get_template(pool: asyncpg.Pool, name: str) -> TemplateView:
+async def get_template(pool: asyncpg.Pool, name: str, caller: Caller) -> TemplateView:
+    """A template outside a confined caller's templates does not exist for it."""
     async with pool.acquire() as conn:
         row = await template_names.get(conn, name)
-    if row is None:
+    if row is None or not caller.confinement.allows_template(name):
         raise NotFound(f"no template named {name!r}")
-    return _view(row)
+    return _view(row, with_spec=caller.is_admin)
 
 
-async def list_templates(pool: asyncpg.Pool) -> list[TemplateView]:
+async def list_templates(pool: asyncpg.Pool, caller: Caller) -> list[TemplateView]:
     async with pool.acquire() as conn:
-        return [_view(r) for r in await template_names.list_all(conn)]
+        rows = await template_names.list_all(conn)
+    allowed = caller.confinement.allows_template
+    return [_view(r, with_spec=caller.is_admin) for r in rows if allowed(r["name"])]
 
 
-def _view(row: asyncpg.Record) -> TemplateView:
-    return TemplateView(name=row["name"], id=row["id"], spec=TemplateSpec(**row["spec"]), updated_at=row["updated_at"])
+def _view(row: asyncpg.Record, *, with_spec: bool) -> TemplateView:
+    spec = TemplateSpec(**row["spec"])
+    return TemplateView(
+        name=row["name"],
+        id=row["id"],
+        executor=spec.executor,
+        limits=TemplateLimits.model_validate(spec.model_dump(include=set(TemplateLimits.model_fields))),
+        spec=spec if with_spec else None,
+        updated_at=row["updated_at"],
+    )

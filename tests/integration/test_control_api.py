@@ -181,7 +181,7 @@ async def test_client_scope_sees_only_its_own_backends(
         ("put", "/v1/regions/eu-west", "client", 403),
         ("put", "/v1/templates/x", "edge", 403),
         ("post", "/v1/nodes/heartbeat", "client", 403),
-        ("post", "/v1/tokens", "client", 403),
+        ("post", "/v1/tokens", "edge", 403),  # client tokens may mint (confined) client tokens
         ("post", "/v1/connect", None, 401),
         ("get", "/v1/regions", "bogus", 401),
     ],

@@ -11,6 +11,8 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
     # Cached API-token lookups must expire long before a connection token does.
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
+    # A deleted API token is refused by every control plane as soon as by every edge.
+    assert timing.AUTH_CACHE_TTL_S <= timing.TOKEN_REVOCATION_PROPAGATION_S
     # Fleet gauges are re-read more often than a node takes to be lost, so the gauges show it.
     assert timing.METRICS_REFRESH_S <= timing.NODE_LOST_AFTER_S
     assert timing.METRICS_READ_TIMEOUT_S < timing.METRICS_REFRESH_S
@@ -31,3 +33,7 @@ def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_t
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
     assert timing.FLEET_EVENTS_MIN_INTERVAL_S < timing.FLEET_EVENTS_CHECK_S
     assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S
+
+
+def test_a_status_stream_speaks_before_common_proxy_idle_timeouts_cut_it() -> None:
+    assert timing.STATUS_STREAM_KEEPALIVE_S < 60  # nginx's proxy_read_timeout default

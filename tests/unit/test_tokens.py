@@ -36,3 +36,18 @@ def test_wrong_key_tampered_payload_and_expiry_are_refused() -> None:
 def test_malformed_tokens_are_refused_before_any_crypto(bad: str) -> None:
     with pytest.raises(tokens.TokenInvalid):
         tokens.key_id_of(bad)
+
+
+def test_claims_carry_microseconds_so_a_revoke_is_not_rounded_to_its_second() -> None:
+    secret = tokens.new_signing_secret()
+    now_ns = 1_700_000_000_123_456_789
+    signed = tokens.sign(tokens.claims_now("bk-1", "alice", 60, now_ns=now_ns), "k1", secret)
+    claims = tokens.verify(signed, secret, now=1_700_000_000)
+    assert claims.issued_us == 1_700_000_000_123_456
+    assert claims.issued_at == 1_700_000_000 and claims.expires_at == 1_700_000_060
+
+
+def test_a_token_without_microseconds_counts_as_issued_at_the_start_of_its_second() -> None:
+    secret = tokens.new_signing_secret()
+    old = tokens.sign(tokens.ConnectionClaims("bk-1", None, 2_000, 1_000), "k1", secret)
+    assert tokens.verify(old, secret, now=1_500).issued_us == 1_000_000_000

@@ -4,7 +4,7 @@ The browser holds only the connection token `connect` gave it (no API token), so
 authorised by that token alone and served by the edge from its replica, next to the WebSocket it
 will open: `status` events (`{"backend_id", "status", "reason"}`) whenever the backend's status
 changes, then the stream ends once the backend is terminated; `revoked` (and the end) when the
-token is revoked or expires. Comments every `KEEPALIVE_S` keep idle proxies from cutting it.
+token is revoked or expires. Comments every `STATUS_STREAM_KEEPALIVE_S` keep idle proxies from cutting it.
 Readable cross-origin without credentials: the token in the path is the credential.
 """
 
@@ -19,12 +19,11 @@ from aiohttp import web
 
 from edge import keys
 from edge.access import verify_connection_token
+from edge.proxy import FRESH_TOKEN_S
 from sync.errors import MeridianError, Unauthorized
+from sync.timing import STATUS_STREAM_KEEPALIVE_S
 from sync.tokens import ConnectionClaims
 
-KEEPALIVE_S = 15.0
-FRESH_TOKEN_S = 60.0
-"""A token issued this recently may name a backend this edge's replica has not learnt yet."""
 HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-store",
@@ -74,7 +73,7 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             if now[0] == "revoked" or now[1].get("status") == "terminated":
                 break
             try:
-                async with asyncio.timeout(KEEPALIVE_S):
+                async with asyncio.timeout(STATUS_STREAM_KEEPALIVE_S):
                     await changed.wait()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")

@@ -79,3 +79,7 @@ DISCOVERY_MAX_TTL_S: float = 300.0
 
 DISCOVERY_RETRY_S: float = 2.0
 """After a failed DNS lookup, how long the last good answer is used before asking again."""
+
+STATUS_STREAM_KEEPALIVE_S: float = 15.0
+"""An edge's browser status stream (`GET /v1/status/{token}`) sends a comment after this much
+silence, so proxies keep it open; it also re-checks the token's expiry then."""

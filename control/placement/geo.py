@@ -1,22 +1,12 @@
-"""Great-circle geometry for placement: haversine distances and unit vectors on the sphere.
-
-Placement ranks regions by the dot product of unit vectors (cheap and monotone in distance) and
-computes exact haversine distances only for the few regions whose distance it reports or compares.
-"""
+"""Great-circle geometry for placement: a point on the sphere and the one distance function."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), the radius every distance in placement is measured with."""
-
-_asin = math.asin
-_cos = math.cos
-_radians = math.radians
-_sin = math.sin
-_sqrt = math.sqrt
-_DIAMETER_KM = 2.0 * EARTH_RADIUS_KM
 
 
 def valid_lat_lon(lat: object, lon: object) -> bool:
@@ -28,22 +18,24 @@ def valid_lat_lon(lat: object, lon: object) -> bool:
     return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
-def haversine_rad(lat1: float, lon1: float, cos1: float, lat2: float, lon2: float, cos2: float) -> float:
-    """Great-circle distance in km between two points given in radians, with cos(lat) of each."""
-    # Written exactly as placement's inlined ranking loop, so both give bit-identical distances.
-    return _DIAMETER_KM * _asin(
-        _sqrt(min(1.0, _sin((lat2 - lat1) * 0.5) ** 2 + cos1 * cos2 * _sin((lon2 - lon1) * 0.5) ** 2))
-    )
-
-
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance in km between two points given in degrees."""
-    r1 = _radians(lat1)
-    r2 = _radians(lat2)
-    return haversine_rad(r1, _radians(lon1), _cos(r1), r2, _radians(lon2), _cos(r2))
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    half_dlat = (phi2 - phi1) / 2
+    half_dlon = math.radians(lon2 - lon1) / 2
+    h = math.sin(half_dlat) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(half_dlon) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, h)))
 
 
-def unit_vector(lat_rad: float, lon_rad: float) -> tuple[float, float, float]:
-    """The point as a unit vector; the dot product of two of them is the cosine of their angle."""
-    c = _cos(lat_rad)
-    return (c * _cos(lon_rad), c * _sin(lon_rad), _sin(lat_rad))
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    """A place on the Earth in degrees: where a user is, or where a region is."""
+
+    lat: float
+    lon: float
+
+    def distance_km(self, other: GeoPoint) -> float:
+        return haversine_km(self.lat, self.lon, other.lat, other.lon)
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.lat, self.lon)

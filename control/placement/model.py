@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal
 
 WhyNot = Literal["unhealthy", "draining", "full"]
 
@@ -78,88 +77,9 @@ class RankedRegion:
         }
 
 
-RankRow = tuple[str, float | None, WhyNot | None, float]
-"""(name, distance_km, why_not, load): one ranked region before it becomes a RankedRegion or JSON."""
-
-
-class Ranking(Sequence[RankedRegion]):
-    """Every candidate, nearest to the origin first (without an origin: least loaded first);
-    equal distances by load, then name.
-
-    Computed on first access, from the candidate table the decision was made with: most callers
-    only need the region, and ranking 100 regions costs several times more than choosing one.
-    `wire()` goes straight from the rows to JSON-ready dicts, without RankedRegion objects."""
-
-    __slots__ = ("_build", "_items", "_rows")
-
-    def __init__(
-        self,
-        build: Callable[[], list[RankRow]] | None = None,
-        items: Sequence[RankedRegion] | None = None,
-    ) -> None:
-        """Either `build` (called once, on first access, returning sorted rows) or the `items`."""
-        if (build is None) == (items is None):
-            raise TypeError("Ranking needs exactly one of build and items")
-        self._build = build
-        self._items: tuple[RankedRegion, ...] | None = None
-        self._rows: list[RankRow] | None = None
-        if items is not None:
-            self._items = tuple(items)
-            self._rows = [(r.name, r.distance_km, r.why_not, r.load) for r in self._items]
-
-    def rows(self) -> list[RankRow]:
-        rows = self._rows
-        if rows is None:
-            assert self._build is not None
-            rows = self._rows = self._build()
-            self._build = None  # drop the candidate table it holds
-        return rows
-
-    def items(self) -> tuple[RankedRegion, ...]:
-        items = self._items
-        if items is None:
-            items = self._items = tuple(
-                RankedRegion(name, km, why is None, why, load) for name, km, why, load in self.rows()
-            )
-        return items
-
-    def wire(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The first `limit` (None: all) ranked regions as `RankedRegion.to_wire()` dicts."""
-        rows = self.rows()
-        if limit is not None:
-            rows = rows[: max(limit, 0)]
-        return [
-            {"name": name, "distance_km": km, "eligible": why is None, "why_not": why, "load": load}
-            for name, km, why, load in rows
-        ]
-
-    @overload
-    def __getitem__(self, index: int) -> RankedRegion: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[RankedRegion, ...]: ...
-    def __getitem__(self, index: int | slice) -> RankedRegion | tuple[RankedRegion, ...]:
-        return self.items()[index]
-
-    def __len__(self) -> int:
-        return len(self.rows())
-
-    def __iter__(self) -> Iterator[RankedRegion]:
-        return iter(self.items())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Ranking):
-            return self.rows() == other.rows()
-        if isinstance(other, tuple):
-            return self.items() == other
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.rows()))
-
-    def __repr__(self) -> str:
-        if self._rows is None:
-            return "Ranking(<not computed>)"
-        return f"Ranking({self.items()!r})"
+Ranking = tuple[RankedRegion, ...]
+"""Every candidate, nearest to the decision's origin first (without an origin: least loaded
+first); equal distances by load, then name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,5 +111,5 @@ class PlacementDecision:
             "region": self.region,
             "reason": self.reason,
             "distance_km": self.distance_km,
-            "ranking": self.ranking.wire(ranking_limit),
+            "ranking": [r.to_wire() for r in self.ranking[: None if ranking_limit is None else max(0, ranking_limit)]],
         }

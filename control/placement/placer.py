@@ -18,22 +18,18 @@ than `tie_km`) could not take the backend, the reason gets "+fallback".
 
 Eligible = healthy, not draining, free_capacity > 0. No eligible region at all -> `NoCapacity`.
 
-Speed: the candidate set is turned into a table (unit vectors, radians, eligibility) once per
-candidate *tuple* (cached by identity, so pass the same tuple while the fleet state is unchanged)
-and from a per-name geometry cache otherwise. Choosing ranks by dot products of unit vectors and
-computes exact haversine distances only for the winner, near-ties and the nearest ineligible region;
-the full ranking is computed only if someone reads `decision.ranking`.
+Plain code on purpose: every candidate is measured and ranked on each call. With the 10-100
+regions of a fleet that is tens of microseconds, invisible next to the ~3 ms connect transaction
+(bench/placement.py, bench/placement_in_connect.py).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from functools import partial
 
 from sync.errors import BadRequest, NoCapacity, RegionUnknown
 
-from .geo import EARTH_RADIUS_KM, haversine_rad, unit_vector, valid_lat_lon
+from .geo import GeoPoint, valid_lat_lon
 from .geoip import GeoLocator, normalize_client_ip
 from .model import (
     ARRIVAL_EDGE,
@@ -44,10 +40,9 @@ from .model import (
     PINNED,
     PlacementDecision,
     PlacementInput,
+    RankedRegion,
     Ranking,
-    RankRow,
     RegionCandidate,
-    WhyNot,
 )
 
 __all__ = ["TIE_KM", "Placer"]
@@ -55,178 +50,70 @@ __all__ = ["TIE_KM", "Placer"]
 TIE_KM = 1.0
 """Distances closer than this count as equal; load, then name, decides between them."""
 
-_GEOMETRY_CACHE_MAX = 4096
-_DOT_SLACK = 1e-9  # float error margin when preselecting near-ties by dot product
 
-_asin = math.asin
-_cos = math.cos
-_sqrt = math.sqrt
-_DIAMETER_KM = 2.0 * EARTH_RADIUS_KM
-_sin = math.sin
-_radians = math.radians
-_pi = math.pi
-
-# (lat, lon, lat_rad, lon_rad, cos_lat, unit vector)
-_Geometry = tuple[float, float, float, float, float, tuple[float, float, float]]
-
-
-def _geometry(c: RegionCandidate) -> _Geometry:
-    if not valid_lat_lon(c.lat, c.lon):
-        raise ValueError(f"region {c.name!r} has invalid coordinates ({c.lat!r}, {c.lon!r})")
-    lat = float(c.lat)
-    lon = float(c.lon)
-    lat_r = _radians(lat)
-    lon_r = _radians(lon)
-    return (lat, lon, lat_r, lon_r, _cos(lat_r), unit_vector(lat_r, lon_r))
-
-
-class _Table:
-    """A candidate set prepared for placement; never mutated once built (rankings keep a reference)."""
-
-    __slots__ = (
-        "_least_loaded",
-        "elig",
-        "elig_xyz",
-        "geo",
-        "index",
-        "inelig",
-        "inelig_xyz",
-        "loads",
-        "names",
-        "why_not",
-    )
-
-    def __init__(self, candidates: Sequence[RegionCandidate], cache: dict[str, _Geometry]) -> None:
-        names: list[str] = []
-        geo: list[_Geometry] = []
-        loads: list[float] = []
-        why_not: list[WhyNot | None] = []
-        elig: list[int] = []
-        elig_xyz: list[tuple[float, float, float]] = []
-        inelig: list[int] = []
-        inelig_xyz: list[tuple[float, float, float]] = []
-        cache_get = cache.get
-        for i, c in enumerate(candidates):
-            name = c.name
-            g = cache_get(name)
-            if g is None or g[0] != c.lat or g[1] != c.lon:
-                g = _geometry(c)
-                if len(cache) >= _GEOMETRY_CACHE_MAX:
-                    cache.clear()
-                cache[name] = g
-            names.append(name)
-            geo.append(g)
-            loads.append(c.load)
-            if not c.healthy:
-                why: WhyNot | None = "unhealthy"
-            elif c.draining:
-                why = "draining"
-            elif c.free_capacity <= 0:
-                why = "full"
-            else:
-                elig.append(i)
-                elig_xyz.append(g[5])
-                why_not.append(None)
-                continue
-            why_not.append(why)
-            inelig.append(i)
-            inelig_xyz.append(g[5])
-        index = dict(zip(names, range(len(names)), strict=True))
-        if len(index) != len(names):
-            dupes = sorted({n for n in names if names.count(n) > 1})
+def _by_name(candidates: Sequence[RegionCandidate]) -> dict[str, RegionCandidate]:
+    """The candidates by name, refusing the caller's bugs: duplicate names, invalid coordinates."""
+    by_name: dict[str, RegionCandidate] = {}
+    for c in candidates:
+        if not valid_lat_lon(c.lat, c.lon):
+            raise ValueError(f"region {c.name!r} has invalid coordinates ({c.lat!r}, {c.lon!r})")
+        if c.name in by_name:
+            dupes = sorted({n.name for n in candidates if sum(m.name == n.name for m in candidates) > 1})
             raise ValueError(f"duplicate region names among candidates: {dupes}")
-        self.names = names
-        self.index = index
-        self.geo = geo
-        self.loads = loads
-        self.why_not = why_not
-        self.elig = elig
-        self.elig_xyz = elig_xyz
-        self.inelig = inelig
-        self.inelig_xyz = inelig_xyz
-        self._least_loaded: int | None = None
-
-    def least_loaded(self) -> int:
-        i = self._least_loaded
-        if i is None:
-            loads = self.loads
-            names = self.names
-            i = self._least_loaded = min(self.elig, key=lambda j: (loads[j], names[j]))
-        return i
-
-    def no_capacity(self) -> NoCapacity:
-        if not self.names:
-            return NoCapacity("no region is registered, so none can take a new backend")
-        counts: dict[str, int] = {}
-        for why in self.why_not:
-            if why is not None:
-                counts[why] = counts.get(why, 0) + 1
-        summary = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
-        return NoCapacity(
-            f"no region can take a new backend ({summary})",
-            fields={"regions": {n: w for n, w in zip(self.names, self.why_not, strict=True)}},
-        )
-
-    def rank(self, origin: tuple[float, float] | None) -> list[RankRow]:
-        """All candidates as sorted rows: by distance from `origin` (or by load), then load, then name."""
-        names = self.names
-        loads = self.loads
-        why_not = self.why_not
-        order = range(len(names))
-        if origin is None:
-            ranked_by_load = sorted(zip(loads, names, order, strict=True))
-            return [(name, None, why_not[i], load) for load, name, i in ranked_by_load]
-        la = _radians(origin[0])
-        lo = _radians(origin[1])
-        cl = _cos(la)
-        # haversine_rad inlined (same expression, so the same result to the bit): runs per candidate.
-        dist = [
-            _DIAMETER_KM
-            * _asin(_sqrt(min(1.0, _sin((g[2] - la) * 0.5) ** 2 + cl * g[4] * _sin((g[3] - lo) * 0.5) ** 2)))
-            for g in self.geo
-        ]
-        ranked = sorted(zip(dist, loads, names, order, strict=True))
-        return [(name, round(d, 1), why_not[i], load) for d, load, name, i in ranked]
+        by_name[c.name] = c
+    return by_name
 
 
-def _check_location(location: tuple[float, float]) -> tuple[float, float]:
+def _where(c: RegionCandidate) -> GeoPoint:
+    return GeoPoint(float(c.lat), float(c.lon))
+
+
+def _check_location(location: tuple[float, float]) -> GeoPoint:
     try:
         lat, lon = location
     except (TypeError, ValueError):
-        raise BadRequest(
-            "location must be a (lat, lon) pair",
-            fields={"location": "expected (lat, lon)"},
-        ) from None
+        raise BadRequest("location must be a (lat, lon) pair", fields={"location": "expected (lat, lon)"}) from None
     if not valid_lat_lon(lat, lon):
         raise BadRequest(
             f"location ({lat!r}, {lon!r}) is out of range",
             fields={"location": "lat must be within [-90, 90] and lon within [-180, 180]"},
         )
-    return (float(lat), float(lon))
+    return GeoPoint(float(lat), float(lon))
+
+
+def _no_capacity(candidates: Sequence[RegionCandidate]) -> NoCapacity:
+    if not candidates:
+        return NoCapacity("no region is registered, so none can take a new backend")
+    counts: dict[str, int] = {}
+    for c in candidates:
+        if c.why_not is not None:
+            counts[c.why_not] = counts.get(c.why_not, 0) + 1
+    summary = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
+    return NoCapacity(
+        f"no region can take a new backend ({summary})",
+        fields={"regions": {c.name: c.why_not for c in candidates}},
+    )
+
+
+def _ranked(c: RegionCandidate, distance_km: float | None) -> RankedRegion:
+    return RankedRegion(c.name, distance_km, c.eligible, c.why_not, c.load)
+
+
+def _by_load(candidates: Sequence[RegionCandidate]) -> Ranking:
+    return tuple(_ranked(c, None) for c in sorted(candidates, key=lambda c: (c.load, c.name)))
 
 
 class Placer:
-    """Chooses regions for new backends. Pure CPU apart from the GeoIP lookup; reusable and cheap
-    to call; holds two caches (the last candidate tuple's table, region geometry by name)."""
+    """Chooses regions for new backends. Pure CPU apart from the GeoIP lookup; holds no state but
+    its locator and tie distance."""
 
-    __slots__ = ("_geometry", "_last", "_tie_km", "locator")
+    __slots__ = ("_tie_km", "locator")
 
     def __init__(self, locator: GeoLocator | None, *, tie_km: float = TIE_KM) -> None:
         if not tie_km >= 0.0:
             raise ValueError(f"tie_km must be >= 0, not {tie_km!r}")
         self.locator = locator  # None: client_ip signals fall through; swap it to reload the database
         self._tie_km = tie_km
-        self._geometry: dict[str, _Geometry] = {}
-        self._last: tuple[Sequence[RegionCandidate], _Table] | None = None
-
-    def _table(self, candidates: Sequence[RegionCandidate]) -> _Table:
-        last = self._last
-        if last is not None and last[0] is candidates:
-            return last[1]
-        table = _Table(candidates, self._geometry)
-        if type(candidates) is tuple:  # immutable: safe to recognise by identity next time
-            self._last = (candidates, table)
-        return table
 
     def place(self, inp: PlacementInput, candidates: Sequence[RegionCandidate]) -> PlacementDecision:
         """Choose the region for a new backend.
@@ -236,101 +123,58 @@ class Placer:
         even when a stronger signal makes them unused. Candidates must have distinct names and valid
         coordinates (ValueError otherwise: that is the caller's bug, not the user's).
         """
-        location = inp.location
-        origin: tuple[float, float] | None = None
-        if location is not None:
-            origin = _check_location(location)
-        client_ip = inp.client_ip
-        normalized = None if client_ip is None else normalize_client_ip(client_ip)
-        table = self._table(candidates)
+        location = None if inp.location is None else _check_location(inp.location)
+        client_ip = None if inp.client_ip is None else normalize_client_ip(inp.client_ip)
+        by_name = _by_name(candidates)
 
-        pinned = inp.pinned_region
-        if pinned is not None:
-            i = table.index.get(pinned)
-            if i is None:
+        if inp.pinned_region is not None:
+            pinned = by_name.get(inp.pinned_region)
+            if pinned is None:
                 raise RegionUnknown(
-                    f"region {pinned!r} is unknown",
-                    fields={"region": f"{pinned!r} is not a registered region"},
+                    f"region {inp.pinned_region!r} is unknown",
+                    fields={"region": f"{inp.pinned_region!r} is not a registered region"},
                 )
-            g = table.geo[i]
-            if table.why_not[i] is None:
-                here = (g[0], g[1])
-                return PlacementDecision(pinned, PINNED, 0.0, Ranking(partial(table.rank, here)), here)
-            return self._nearest(table, g[0], g[1], PINNED, True)
-
-        if origin is not None:
-            return self._nearest(table, origin[0], origin[1], LOCATION, False)
-
-        if normalized is not None and self.locator is not None:
-            located = self.locator.locate_normalized(normalized[0], normalized[1])
+            if pinned.eligible:
+                here = _where(pinned)
+                return PlacementDecision(pinned.name, PINNED, 0.0, self._rank(candidates, here)[1], here.as_tuple())
+            return self._nearest(candidates, _where(pinned), PINNED, fallback=True)
+        if location is not None:
+            return self._nearest(candidates, location, LOCATION)
+        if client_ip is not None and self.locator is not None:
+            located = self.locator.locate_normalized(*client_ip)
             if located is not None:
-                return self._nearest(table, located[0], located[1], CLIENT_IP, False)
-
+                return self._nearest(candidates, GeoPoint(*located), CLIENT_IP)
         for region, signal in ((inp.arrival_region, ARRIVAL_EDGE), (inp.default_region, DEFAULT)):
-            if region is not None:
-                i = table.index.get(region)
-                if i is not None:
-                    g = table.geo[i]
-                    return self._nearest(table, g[0], g[1], signal, False)
+            if region is not None and region in by_name:
+                return self._nearest(candidates, _where(by_name[region]), signal)
+        eligible = [c for c in candidates if c.eligible]
+        if not eligible:
+            raise _no_capacity(candidates)
+        chosen = min(eligible, key=lambda c: (c.load, c.name))
+        return PlacementDecision(chosen.name, DEFAULT, None, _by_load(candidates), None)
 
-        if not table.elig:
-            raise table.no_capacity()
-        i = table.least_loaded()
-        return PlacementDecision(table.names[i], DEFAULT, None, Ranking(partial(table.rank, None)), None)
-
-    def _nearest(self, table: _Table, lat: float, lon: float, signal: str, fallback: bool) -> PlacementDecision:
-        """The eligible region nearest to (lat, lon); `fallback` forces the "+fallback" suffix."""
-        elig = table.elig
-        if not elig:
-            raise table.no_capacity()
-        geo = table.geo
-        tie_km = self._tie_km
-        la = _radians(lat)
-        lo = _radians(lon)
-        cl = _cos(la)
-        ox = cl * _cos(lo)
-        oy = cl * _sin(lo)
-        oz = _sin(la)
-
-        # Nearest eligible region by dot product (= cosine of the angle: larger is nearer).
-        dots = [ox * x + oy * y + oz * z for x, y, z in table.elig_xyz]
-        best_dot = max(dots)
-        b = dots.index(best_dot)
-        chosen = elig[b]
-        g = geo[chosen]
-        d_near = d_chosen = haversine_rad(la, lo, cl, g[2], g[3], g[4])
-
-        # Near-ties: every other eligible region within tie_km of the nearest one.
-        if len(dots) > 1:
-            window = d_near / EARTH_RADIUS_KM + tie_km / EARTH_RADIUS_KM
-            threshold = _cos(window) - _DOT_SLACK if window < _pi else -2.0
-            dots[b] = -3.0
-            if max(dots) >= threshold:
-                group = [elig[j] for j, d in enumerate(dots) if d >= threshold]
-                group.append(chosen)
-                dist = {j: haversine_rad(la, lo, cl, geo[j][2], geo[j][3], geo[j][4]) for j in group}
-                d_near = min(dist.values())
-                loads = table.loads
-                names = table.names
-                chosen = min(
-                    (j for j in group if dist[j] <= d_near + tie_km),
-                    key=lambda j: (loads[j], names[j]),
-                )
-                d_chosen = dist[chosen]
-
-        # Fallback: an ineligible region clearly nearer than the nearest eligible one.
-        if not fallback and table.inelig_xyz:
-            idots = [ox * x + oy * y + oz * z for x, y, z in table.inelig_xyz]
-            top = max(idots)
-            if top > best_dot - _DOT_SLACK:
-                gi = geo[table.inelig[idots.index(top)]]
-                fallback = haversine_rad(la, lo, cl, gi[2], gi[3], gi[4]) < d_near - tie_km
-
-        origin = (lat, lon)
-        return PlacementDecision(
-            table.names[chosen],
-            signal + FALLBACK_SUFFIX if fallback else signal,
-            round(d_chosen, 1),
-            Ranking(partial(table.rank, origin)),
-            origin,
+    @staticmethod
+    def _rank(
+        candidates: Sequence[RegionCandidate], origin: GeoPoint
+    ) -> tuple[list[tuple[float, RegionCandidate]], Ranking]:
+        """(exact distance, candidate) nearest first, and the same as the decision's ranking (0.1 km)."""
+        measured = sorted(
+            ((origin.distance_km(_where(c)), c) for c in candidates), key=lambda m: (m[0], m[1].load, m[1].name)
         )
+        return measured, tuple(_ranked(c, round(d, 1)) for d, c in measured)
+
+    def _nearest(
+        self, candidates: Sequence[RegionCandidate], origin: GeoPoint, signal: str, *, fallback: bool = False
+    ) -> PlacementDecision:
+        """The eligible region nearest to `origin`; `fallback` forces the "+fallback" suffix."""
+        measured, ranking = self._rank(candidates, origin)
+        eligible = [(d, c) for d, c in measured if c.eligible]
+        if not eligible:
+            raise _no_capacity(candidates)
+        nearest = eligible[0][0]
+        distance, chosen = min(
+            ((d, c) for d, c in eligible if d <= nearest + self._tie_km), key=lambda m: (m[1].load, m[1].name)
+        )
+        fallback = fallback or any(d < nearest - self._tie_km for d, c in measured if not c.eligible)
+        reason = signal + FALLBACK_SUFFIX if fallback else signal
+        return PlacementDecision(chosen.name, reason, round(distance, 1), ranking, origin.as_tuple())

@@ -709,6 +709,6 @@ def test_decisions_compare_by_value() -> None:
     b = placer.place(PlacementInput(location=LONDON), catalog())
     assert a == b and hash(a) == hash(b)
     assert a != placer.place(PlacementInput(location=CAPE_TOWN), catalog())
-    manual = PlacementDecision("eu-west", "pinned", 0.0, Ranking(items=a.ranking), (53.35, -6.26))
-    assert manual.ranking == a.ranking == tuple(a.ranking)
-    assert len(manual.ranking) == 10
+    manual = PlacementDecision("eu-west", "pinned", 0.0, a.ranking, (53.35, -6.26))
+    ranking: Ranking = manual.ranking
+    assert ranking == a.ranking and len(ranking) == 10

@@ -20,5 +20,5 @@ def test_ruff_finds_nothing() -> None:
 
 
 def test_mypy_strict_everywhere() -> None:
-    result = _run("mypy", "sync", "control", "edge", "meridian", "bench", "examples", "tests")
+    result = _run("mypy", "sync", "control", "edge", "meridian", "bench", "examples", "tests", "scripts")
     assert result.returncode == 0, result.stdout + result.stderr

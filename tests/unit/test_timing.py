@@ -33,3 +33,7 @@ def test_the_dashboard_sees_a_change_within_two_seconds_without_polling_faster_t
     assert timing.FLEET_EVENTS_CHECK_S + timing.SYNC_FALLBACK_POLL_S <= 2.0
     assert timing.FLEET_EVENTS_MIN_INTERVAL_S < timing.FLEET_EVENTS_CHECK_S
     assert timing.FLEET_EVENTS_CHECK_S < timing.FLEET_EVENTS_KEEPALIVE_S
+
+
+def test_a_status_stream_speaks_before_common_proxy_idle_timeouts_cut_it() -> None:
+    assert timing.STATUS_STREAM_KEEPALIVE_S < 60  # nginx's proxy_read_timeout default

@@ -72,7 +72,8 @@ class CgroupRoot:
             return None
         cg = self.path / backend_id
         try:
-            cg.mkdir(exist_ok=True)
+            # parents: another executor of this process may have removed the shared directory.
+            cg.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("cannot create cgroup %s: %s", cg, exc)
             return None

@@ -239,10 +239,14 @@ class Proxy:
             raise Unauthorized("connection token is for another backend")
         assert incoming.hand_over_to is not None
         scope = "/" if incoming.facts.subdomain else base_path(claims.backend_id)
+        landing = incoming.hand_over_to
+        backend = self.replica.backend(claims.backend_id)
+        if incoming.facts.subdomain and backend is not None and not self.strip_prefix(backend):
+            landing = base_path(claims.backend_id) + landing  # the app's own URLs carry its base path
         max_age = max(0, claims.expires_at - int(time.time()))
         cookie = f"{TOKEN_COOKIE}={incoming.token}; Path={scope}; Max-Age={max_age}; HttpOnly; SameSite=Lax"
         headers = {
-            "Location": incoming.hand_over_to,
+            "Location": landing,
             "Set-Cookie": cookie,
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
@@ -290,15 +294,21 @@ class Proxy:
             strip_prefix=local.template.strip_prefix if local is not None else True,
         )
 
+    def _spec(self, backend: dict[str, Any]) -> dict[str, Any]:
+        local = self.drone.local.get(backend["id"])
+        if local is not None:
+            return local.template.model_dump()
+        template = self.replica.template(backend["template_id"])
+        return dict(template["spec"]) if template else {}
+
     def body_cap(self, backend: dict[str, Any]) -> int:
         """The edge's cap, or the template's when it sets one."""
         local = self.drone.local.get(backend["id"])
-        if local is not None:
-            spec_cap = local.template.max_body_bytes
-        else:
-            template = self.replica.template(backend["template_id"])
-            spec_cap = template["spec"].get("max_body_bytes") if template else None
+        spec_cap = local.template.max_body_bytes if local is not None else self._spec(backend).get("max_body_bytes")
         return int(spec_cap) if spec_cap else self.max_body_bytes
+
+    def strip_prefix(self, backend: dict[str, Any]) -> bool:
+        return bool(self._spec(backend).get("strip_prefix", True))
 
     async def resolve(self, incoming: Incoming, headers: list[tuple[str, str]]) -> Target:
         """Where the request goes, waiting (bounded) for a backend that is starting."""

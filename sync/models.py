@@ -102,8 +102,11 @@ class RegionView(Wire):
 # ---- templates ------------------------------------------------------------------------------
 
 
+ExecutorKind = Literal["process", "nomad"]
+
+
 class TemplateSpec(Strict):
-    executor: Literal["process", "nomad"]
+    executor: ExecutorKind
     argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
     image: Annotated[Text, Field(max_length=1024)] | None = None
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], ProcessText] = Field(
@@ -128,8 +131,8 @@ class TemplateSpec(Strict):
     def _executor_needs(self) -> TemplateSpec:
         if self.executor == "process" and not self.argv:
             raise ValueError("a process template needs a non-empty argv")
-        if self.executor == "nomad" and not self.image:
-            raise ValueError("a nomad template needs an image")
+        if self.executor == "nomad" and not (self.image or self.argv):
+            raise ValueError("a nomad template needs an image (docker) or an argv (raw_exec)")
         return self
 
 
@@ -262,6 +265,9 @@ class HeartbeatIn(Strict):
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
     shutting_down: StrictBool = False
     """The edge is draining itself before it exits: give it no new backends."""
+    executors: list[ExecutorKind] | None = Field(
+        default=None, max_length=8, description="Executors the edge runs; None (an older edge): process only."
+    )
 
 
 NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"

@@ -39,6 +39,12 @@ DB_RETRY_AFTER_S: float = 2.0
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
 
+LOG_CHECK_S: float = 1.0
+"""How often an edge rotates backend logs that outgrew their cap and removes expired ones."""
+
+LOG_FOLLOW_POLL_S: float = 0.2
+"""How often a followed backend log (`GET /v1/backends/{id}/logs?follow=true`) is read for more."""
+
 METRICS_REFRESH_S: float = 10.0
 """How often the control plane re-reads its fleet gauges while exporting metrics over OTLP (a
 `/metrics` scrape reads them itself)."""

@@ -47,7 +47,14 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         # Backend rows are locked before the node row (as terminate does) so the two never deadlock.
         before = await edge_nodes.get(conn, hb.node_id)
         node = await edge_nodes.upsert(
-            conn, hb.node_id, hb.region, hb.address, hb.capacity, hb.applied_version, hb.shutting_down
+            conn,
+            hb.node_id,
+            hb.region,
+            hb.address,
+            hb.capacity,
+            hb.applied_version,
+            hb.shutting_down,
+            hb.executors,
         )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.upsert(ChangeKind.NODE, hb.node_id, _node_body(node))

@@ -29,7 +29,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -229,6 +229,11 @@ class BaseExecutor(ABC, Generic[R]):
             log.error("could not stop backend %s: %s", bid, err)
         if errors:
             raise ExecutorError(f"{len(errors)} backend(s) could not be stopped: {errors[0][1]}")
+
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The backend's last ``tail`` log lines, then (``follow``) what it writes until it ends;
+        None when this executor keeps no log of it."""
+        return None
 
     # ---- for subclasses ----------------------------------------------------------------------
 

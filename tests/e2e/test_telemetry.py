@@ -87,6 +87,14 @@ def test_a_connect_through_an_edge_is_one_trace_across_edge_control_plane_and_po
     assert spawn.parent_id == control_server.span_id, "the spawn joins the trace of the connect that made it"
     assert spawn.attributes["meridian.spawn.outcome"] == "ready"
 
+    # The backend reached the edge as a sync reply; applying it is a span of its own.
+    def applied(rx: OtlpReceiver) -> ReceivedSpan | None:
+        return next((s for s in rx.spans() if s.name == "meridian.sync.apply" and s.service == "meridian-edge"
+                     and s.attributes.get("meridian.sync.kind") == "changes"), None)  # fmt: skip
+
+    apply = receiver.wait_for(applied)
+    assert int(str(apply.attributes["meridian.sync.changes"])) >= 1
+
 
 def test_a_client_traceparent_is_continued_and_a_malformed_one_ignored(
     traced_cluster: DevCluster, receiver: OtlpReceiver

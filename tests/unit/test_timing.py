@@ -11,6 +11,8 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
     # Cached API-token lookups must expire long before a connection token does.
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
+    # A followed log shows new lines faster than rotation checks come round.
+    assert timing.LOG_FOLLOW_POLL_S <= timing.LOG_CHECK_S
     # A deleted API token is refused by every control plane as soon as by every edge.
     assert timing.AUTH_CACHE_TTL_S <= timing.TOKEN_REVOCATION_PROPAGATION_S
     # Fleet gauges are re-read more often than a node takes to be lost, so the gauges show it.

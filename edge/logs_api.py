@@ -15,7 +15,7 @@ from edge.access import api_caller
 from edge.executors.base import check_backend_id
 from edge.executors.logs import MAX_TAIL_LINES
 from edge.executors.router import ExecutorError
-from sync.errors import BadRequest, NotFound
+from sync.errors import BackendUnreachable, BadRequest, NotFound
 
 DEFAULT_TAIL = 100
 
@@ -45,7 +45,10 @@ async def backend_logs(request: web.Request) -> web.StreamResponse:
         raise BadRequest("not a backend id", fields={"backend_id": backend_id[:64]}) from exc
     tail = _query_int(request, "tail", DEFAULT_TAIL, MAX_TAIL_LINES)
     follow = _query_bool(request, "follow")
-    stream = await request.app[keys.EXECUTORS].read_logs(backend_id, tail=tail, follow=follow)
+    try:
+        stream = await request.app[keys.EXECUTORS].read_logs(backend_id, tail=tail, follow=follow)
+    except ExecutorError as exc:  # e.g. Nomad cannot be reached to read a job's logs
+        raise BackendUnreachable(f"cannot read the logs of {backend_id}: {exc}") from exc
     if stream is None:
         raise NotFound(f"this edge has no logs of backend {backend_id}", fields={"backend_id": backend_id})
     response = web.StreamResponse(

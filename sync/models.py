@@ -105,13 +105,21 @@ class RegionView(Wire):
 ExecutorKind = Literal["process", "nomad"]
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class FromEdgeEnv(Strict):
+    """A template env value read from the edge's own environment when the backend starts, so the
+    secret lives on the edge only (edge/template_env.py)."""
+
+    from_edge_env: EnvName
+
+
 class TemplateSpec(Strict):
     executor: ExecutorKind
     argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
     image: Annotated[Text, Field(max_length=1024)] | None = None
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], ProcessText] = Field(
-        default_factory=dict, max_length=256
-    )
+    env: dict[EnvName, ProcessText | FromEdgeEnv] = Field(default_factory=dict, max_length=256)
     idle_timeout_s: int = Field(default=300, ge=1, le=7 * 86400)
     lifetime_limit_s: int | None = Field(default=None, ge=1, le=30 * 86400)
     start_timeout_s: int = Field(default=30, ge=1, le=3600)

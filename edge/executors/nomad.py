@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -52,6 +52,7 @@ from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
 from nomad.api import exceptions as nomad_exc
 
 from sync.models import TemplateSpec, TerminationReason
+from sync.timing import LOG_FOLLOW_POLL_S
 
 from .base import (
     BackendRecord,
@@ -62,6 +63,7 @@ from .base import (
     SpawnRequest,
     StartFailed,
     backend_env,
+    check_backend_id,
     probe_until_end,
 )
 from .readiness import NotReady, format_address
@@ -70,6 +72,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+LOG_TYPES = ("stdout", "stderr")
 PORT_LABEL = "http"
 TASK_NAME = "backend"
 TERMINAL = frozenset({"complete", "failed", "lost"})
@@ -233,6 +236,53 @@ class NomadExecutor(BaseExecutor[_Job]):
             code = await self._await_terminal(j.alloc_id, timeout_s=self._grace_s + 5.0)
         await self._report(j, code)
         await j.reported.wait()
+
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The task's logs from Nomad (``/v1/client/fs/logs``, plain): the last ``tail`` lines of
+        stdout, then of stderr; with ``follow``, what either gains (read every
+        :data:`~sync.timing.LOG_FOLLOW_POLL_S`) until the backend ended. Offsets count from the
+        oldest log file Nomad still keeps, so a rotation while following may repeat or skip a
+        little. None when the allocation is not (or no longer) known."""
+        check_backend_id(backend_id)
+        j = self._record(backend_id)
+        if j is None or j.alloc_id is None:
+            return None
+        alloc_id = j.alloc_id
+        try:
+            current = {kind: await self._read_log(alloc_id, kind, 0) for kind in LOG_TYPES}
+        except _Gone:
+            return None
+        offsets = {kind: len(data) for kind, data in current.items()}
+        head = b"".join(_last_lines(current[kind], tail) for kind in LOG_TYPES)
+
+        async def stream() -> AsyncIterator[bytes]:
+            if head:
+                yield head
+            while follow:
+                running = not j.reporting
+                grew = False
+                for kind in LOG_TYPES:
+                    try:
+                        data = await self._read_log(alloc_id, kind, offsets[kind])
+                    except _Gone:  # garbage-collected after the purge
+                        return
+                    if data:
+                        offsets[kind] += len(data)
+                        grew = True
+                        yield data
+                if not grew:
+                    if not running:
+                        return
+                    await asyncio.sleep(LOG_FOLLOW_POLL_S)
+
+        return stream()
+
+    async def _read_log(self, alloc_id: str, kind: str, offset: int) -> bytes:
+        params = {"task": TASK_NAME, "type": kind, "origin": "start", "offset": str(offset), "plain": "true"}
+        resp: requests.Response = await self._call(
+            self._client.client.stream_logs.request, alloc_id, params=params, method="get"
+        )
+        return resp.content
 
     # ---- phases: register → allocation running → probe (watching the allocation) → watch -----
 
@@ -448,6 +498,10 @@ class NomadExecutor(BaseExecutor[_Job]):
         raise StartFailed(
             f"allocation {alloc.get('ClientStatus')} before it was ready: {alloc_description(alloc)}", code
         )
+
+
+def _last_lines(data: bytes, lines: int) -> bytes:
+    return b"".join(data.splitlines(keepends=True)[-lines:]) if lines > 0 else b""
 
 
 def _describe(exc: nomad_exc.BaseNomadException) -> str:

@@ -56,6 +56,7 @@ class CgroupRoot:
         base = _cgroup2_base() if enabled else None
         if base is None:
             return cls(None)
+        _remove_empty_leftovers(base)
         path = base / f"meridian-{os.getpid()}"
         try:
             path.mkdir(exist_ok=True)
@@ -72,7 +73,8 @@ class CgroupRoot:
             return None
         cg = self.path / backend_id
         try:
-            cg.mkdir(exist_ok=True)
+            # parents: another executor of this process may have removed the shared directory.
+            cg.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("cannot create cgroup %s: %s", cg, exc)
             return None
@@ -179,6 +181,19 @@ class ProcessTree:
                 return self._tag in f.read().split(b"\0")
         except OSError:
             return False
+
+
+def _remove_empty_leftovers(base: Path) -> None:
+    """Remove the directories of edges that are gone and left nothing running (rmdir fails on a
+    cgroup that still holds a process or a child cgroup, so survivors are kept, e.g. for adoption)."""
+    with contextlib.suppress(OSError):
+        for entry in base.glob("meridian-*"):
+            pid = entry.name.removeprefix("meridian-")
+            if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+                for child in [*entry.iterdir(), entry]:
+                    with contextlib.suppress(OSError):
+                        if child == entry or child.is_dir():
+                            child.rmdir()
 
 
 def _process_table() -> dict[int, tuple[int, int, str]]:

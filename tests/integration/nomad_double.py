@@ -25,6 +25,8 @@ passes N. Faults are switches: ``fail_with`` (every call answers that status), `
 (a status and message for ``POST /v1/jobs``: 403 for a token without ``submit-job``, 400 for a job
 Nomad rejects), :meth:`lose` (the node of an allocation is lost).
 
+``GET /v1/client/fs/logs/:alloc_id`` serves a task's stdout/stderr (plain, not following).
+
 What it does not model: scheduling across nodes, evaluations, deployments, restarts, ACL tokens.
 An allocation stays ``pending`` until it has been read once while pending, so a client always gets
 to see that state (deterministically, without timing).
@@ -97,6 +99,7 @@ class NomadDouble:
         app.router.add_get("/v1/job/{id}/allocations", self._job_allocations)
         app.router.add_delete("/v1/job/{id}", self._deregister)
         app.router.add_get("/v1/allocation/{id}", self._get_alloc)
+        app.router.add_get("/v1/client/fs/logs/{id}", self._logs)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -141,6 +144,33 @@ class NomadDouble:
         resp.headers["X-Nomad-KnownLeader"] = "true"
         resp.headers["X-Nomad-LastContact"] = "0"
         return resp
+
+    def _log_file(self, alloc: Alloc, kind: str) -> Path:
+        return self.log_dir / f"{alloc.id}.{alloc.task}.{kind}.0"
+
+    async def _logs(self, request: web.Request) -> web.Response:
+        """``GET /v1/client/fs/logs/:alloc_id`` in its plain, non-following form (what the edge
+        uses); following and the framed JSON encoding are not modelled (400)."""
+        alloc = self.allocs.get(request.match_info["id"])
+        if alloc is None:
+            return web.Response(status=404, text="unknown allocation")
+        q = request.query
+        if q.get("task") != alloc.task:
+            return web.Response(status=400, text="must include task name")
+        if q.get("type") not in ("stdout", "stderr"):
+            return web.Response(status=400, text="must include a valid log type (stdout or stderr)")
+        if q.get("plain") != "true" or q.get("follow", "false") == "true":
+            return web.Response(status=400, text="this double serves plain, non-following logs only")
+        origin, raw_offset = q.get("origin", "start"), q.get("offset", "0")
+        if origin not in ("start", "end") or not raw_offset.isdigit():
+            return web.Response(status=400, text="invalid origin or offset")
+        try:
+            data = await asyncio.to_thread(self._log_file(alloc, q["type"]).read_bytes)
+        except FileNotFoundError:
+            data = b""
+        offset = int(raw_offset)
+        data = data[offset:] if origin == "start" else data[max(0, len(data) - offset) :]
+        return web.Response(body=data, content_type="text/plain")
 
     def _next_index(self) -> int:
         self._index += 1
@@ -336,10 +366,11 @@ class NomadDouble:
         for key, value in (task.get("Env") or {}).items():
             env[key] = _INTERPOLATE.sub(lambda m: str(alloc.ports.get(m.group(1), "")), value)
         env.update({"NOMAD_ALLOC_ID": alloc.id, "NOMAD_JOB_ID": alloc.job_id, "NOMAD_TASK_NAME": alloc.task})
-        out = await asyncio.to_thread(_open_log, self.log_dir / f"{alloc.id}.log")
+        out = await asyncio.to_thread(_open_log, self._log_file(alloc, "stdout"))
+        err = await asyncio.to_thread(_open_log, self._log_file(alloc, "stderr"))
         try:
             alloc.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True
             )
         except OSError as exc:
             message = f"failed to launch command with executor: {exc}"
@@ -348,6 +379,7 @@ class NomadDouble:
             return
         finally:
             out.close()
+            err.close()
         if alloc.desired_status != "run":  # stopped while we were starting it
             self._signal(alloc, signal.SIGKILL)
         alloc.events.append(_event("Started", "Task started by client"))

@@ -80,6 +80,10 @@ async def test_nomad_backend_end_to_end_connect_ready_proxied_idle_stop_purged(
             info = await r.json()
         assert info["backend_id"] == answer["backend_id"] and info["proxied"] is True
 
+        async with control.client() as admin:  # its logs, read from Nomad by the edge, via the control plane
+            logs = await admin.get(f"/v1/backends/{answer['backend_id']}/logs", params={"tail": "10"})
+            assert logs.status_code == 200 and "meridian demo backend listening" in logs.text
+
         job_id = f"meridian-{answer['backend_id']}"
         (job,) = [j for j in double.registered if j["ID"] == job_id]
         (task,) = job["TaskGroups"][0]["Tasks"]

@@ -184,3 +184,24 @@ async def test_blocking_queries_wait_for_a_change(double: NomadDouble) -> None:
             assert r.status == 400
         async with s.delete(f"{double.url}/v1/job/{job['ID']}", params={"purge": "true"}) as r:
             assert r.status == 200
+
+
+async def test_logs_of_a_nomad_backend_tail_and_follow(executor: NomadExecutor, double: NomadDouble) -> None:
+    req = request(nomad_spec("meridian/demo:test"))
+    await executor.start(req)
+    head = await executor.read_logs(req.backend_id, tail=5, follow=False)
+    assert head is not None
+    text = b"".join([chunk async for chunk in head])
+    assert b"meridian demo backend listening" in text
+    follow = await executor.read_logs(req.backend_id, tail=0, follow=True)
+    assert follow is not None
+    await executor.stop(req.backend_id, hard=False, reason=TerminationReason.REQUESTED)
+
+    async def drain() -> list[bytes]:
+        return [chunk async for chunk in follow]
+
+    await asyncio.wait_for(drain(), 10)  # the follow ends once the backend has ended and all was read
+    assert await executor.read_logs("bk-unknown", tail=5, follow=False) is None
+    (alloc,) = double.allocs_of(f"meridian-{req.backend_id}")
+    reads = [q for m, p, q in double.requests if p == f"/v1/client/fs/logs/{alloc.id}"]
+    assert reads and all(q["plain"] == "true" and q["task"] == "backend" for q in reads)

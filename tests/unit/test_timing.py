@@ -24,6 +24,14 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
 
 
+def test_a_dns_outage_costs_little_and_rarely() -> None:
+    # A lookup against a silent DNS server gives up within a few seconds, and is not retried on
+    # every heartbeat: the last good answer is used meanwhile.
+    assert timing.DISCOVERY_LOOKUP_TIMEOUT_S * 2 < timing.NODE_LOST_AFTER_S
+    assert timing.DISCOVERY_RETRY_S >= timing.HEARTBEAT_INTERVAL_S * 3
+    assert timing.DISCOVERY_MIN_TTL_S <= timing.DISCOVERY_RETRY_S < timing.DISCOVERY_MAX_TTL_S
+
+
 def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:
     # The edge learns of a drain from a heartbeat; a backend handed out just before must survive the
     # moment between its URL being answered and the user opening it.

@@ -343,8 +343,9 @@ class Proxy:
         """(path, headers) of the upstream request as the policy decides them, and how the answer's
         head is rewritten (by the owning edge only: None on a hop)."""
         if target.route is None:
-            path = incoming.path if incoming.expect_backend is None else f"/{incoming.token}{incoming.rest}"
-            return path, self.policy.to_edge(headers, incoming.facts, target.secret), None
+            # the request as the client sent it: the owning edge routes it the same way (a subdomain
+            # or base-path request keeps its token where it was, in a cookie or Authorization)
+            return incoming.path, self.policy.to_edge(headers, incoming.facts, target.secret), None
         facts = facts_from_hop(headers, target.secret, incoming.facts)
         path = self.policy.upstream_path(incoming.rest, target.route, facts)
         rewrite = ResponseRewrite.of(target.route, facts, incoming.token)

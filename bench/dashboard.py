@@ -35,6 +35,14 @@ WEIGHT = """() => {
 }"""
 
 
+PHASES = """() => {
+    const at = (name) => performance.getEntriesByName(name)[0]?.startTime ?? null;
+    const nav = performance.getEntriesByType("navigation")[0];
+    return {html_ms: nav.responseEnd, app_start_ms: at("app-start"), stream_open_ms: at("stream-open"),
+            first_regions_ms: at("first-regions"), land_drawn_ms: at("land-drawn")};
+}"""
+
+
 def first_render_ms(browser: Browser, url: str) -> tuple[float, dict[str, Any]]:
     context = browser.new_context()
     try:
@@ -44,7 +52,7 @@ def first_render_ms(browser: Browser, url: str) -> tuple[float, dict[str, Any]]:
         page.wait_for_selector("body[data-rendered]")
         page.wait_for_selector(".marker")
         rendered = float(page.evaluate("document.body.dataset.rendered"))
-        return rendered, page.evaluate(WEIGHT)
+        return rendered, {**page.evaluate(WEIGHT), **page.evaluate(PHASES)}
     finally:
         context.close()
 
@@ -89,6 +97,10 @@ def main() -> None:
     result = {
         "loads": args.loads,
         "first_render": stats([ms for ms, _ in loads]),
+        "phases_median_ms": {
+            phase: round(statistics.median(float(info[phase]) for _, info in loads if info[phase] is not None), 1)
+            for phase in ("html_ms", "app_start_ms", "stream_open_ms", "first_regions_ms", "land_drawn_ms")
+        },
         "baseline_static_file": stats(baseline),
         "page_weight_bytes": weight["bytes"],
         "requests": weight["requests"],

@@ -35,8 +35,8 @@ def edge_pid(cluster: DevCluster, index: int = 0) -> int:
     return cluster.procs[1 + index][1].pid
 
 
-async def connect(session: aiohttp.ClientSession, edge_url: str, key: str) -> dict[str, Any]:
-    async with session.post(f"{edge_url}/v1/connect", json={"key": key, "template": "demo"}, headers=AUTH) as r:
+async def connect(session: aiohttp.ClientSession, edge_url: str, key: str, template: str = "demo") -> dict[str, Any]:
+    async with session.post(f"{edge_url}/v1/connect", json={"key": key, "template": template}, headers=AUTH) as r:
         body = await r.json()
         if r.status != 200:
             raise RuntimeError(f"connect {key}: {r.status} {body}")
@@ -58,13 +58,13 @@ async def edge_caught_up(session: aiohttp.ClientSession, cluster: DevCluster, ti
 
 
 async def ready_backend(
-    session: aiohttp.ClientSession, cluster: DevCluster, key: str, timeout_s: float = 60
+    session: aiohttp.ClientSession, cluster: DevCluster, key: str, timeout_s: float = 60, template: str = "demo"
 ) -> dict[str, Any]:
     """Connect `key` at edge 0, wait until its backend is ready and the edge's replica knows it
     (so the next connect is answered by the edge alone); returns the connect answer plus the
     backend's direct `address` (host:port) as the control plane reports it."""
     await edge_caught_up(session, cluster)  # the edge knows the API tokens
-    answer = await connect(session, cluster.edge_url(0), key)
+    answer = await connect(session, cluster.edge_url(0), key, template)
     deadline = time.monotonic() + timeout_s
     backend: dict[str, Any] = {}
     while time.monotonic() < deadline:

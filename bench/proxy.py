@@ -1,10 +1,13 @@
-"""Proxy overhead: the demo backend direct, through the Meridian edge, and through nginx.
+"""Proxy overhead: a backend direct, through the Meridian edge, and through nginx.
 
-    python -m bench.proxy [--connections 32] [--duration 5] [--rounds 3] [--profile edge.txt]
+    python -m bench.proxy [--backends fast,demo] [--connections 32] [--duration 5] [--rounds 3]
 
-One run: a dev cluster (embedded PostgreSQL, control plane, one edge) in a temp dir; one demo
-backend connected through the edge's `/v1/connect`; its direct address read from the control
-plane; nginx (`proxy_pass`, upstream keepalive 64, HTTP/1.1) started in front of the same backend.
+One run: a dev cluster (embedded PostgreSQL, control plane, one edge) in a temp dir; per backend
+kind one Meridian backend connected through the edge's `/v1/connect`, its direct address read from
+the control plane, and nginx (`proxy_pass`, upstream keepalive 64, HTTP/1.1, one worker) started
+in front of the same backend. Backends: `fast` is nginx answering `return 200` (bench/
+fast_backend.py, one worker): faster than either proxy, so the proxies are what is measured (the
+direct figures show it); `demo` is Meridian's demo backend (aiohttp), slower than both.
 
   http        `GET /` with wrk, the same threads/connections/duration for each target, after a
               warm-up run of each: requests/s and p50/p99 at `--connections` (throughput; the
@@ -44,16 +47,27 @@ import aiohttp
 
 from bench import wrk
 from bench.common import summary_ms
-from bench.edge_cluster import dev_cluster, edge_pid, ready_backend
+from bench.edge_cluster import AUTH, dev_cluster, edge_pid, ready_backend
 from bench.nginx import nginx_proxy
 
 VENV_BIN = Path(sys.executable).parent
 
 
-async def _backend(cluster: Any) -> tuple[str, str]:
+FAST_TEMPLATE = {
+    "executor": "process",
+    "argv": [sys.executable, str(Path(__file__).resolve().parent / "fast_backend.py")],
+    "idle_timeout_s": 3600,
+}
+
+
+async def _backend(cluster: Any, kind: str) -> tuple[str, str]:
     """(the backend's URL through the edge, its direct URL)."""
     async with aiohttp.ClientSession() as session:
-        answer = await ready_backend(session, cluster, "bench-proxy")
+        if kind == "fast":
+            url = f"{cluster.control_url}/v1/templates/fast"
+            async with session.put(url, json=FAST_TEMPLATE, headers=AUTH) as r:
+                assert r.status == 200, await r.text()
+        answer = await ready_backend(session, cluster, f"bench-proxy-{kind}", template=kind)
         async with session.get(answer["url"]) as r:  # the edge serves it
             assert r.status == 200, r.status
         return answer["url"], f"http://{answer['address']}/"
@@ -89,6 +103,12 @@ async def _ws_compare(urls: dict[str, str], n: int, warmup: int, block: int = 10
                 for _ in range(min(block, n - len(values))):
                     values.append(await trip(name))
     return latencies
+
+
+async def _fast_path_share(edge_url: str) -> float | None:
+    async with aiohttp.ClientSession() as session, session.get(f"{edge_url}/v1/edge/status") as r:
+        share = (await r.json()).get("fast_path_share")
+        return float(share) if share is not None else None
 
 
 def _ws_url(http_url: str) -> str:
@@ -197,6 +217,7 @@ def _added(results: dict[str, Any], key: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="fast,demo", help="comma-separated: fast (nginx return 200), demo")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each measured wrk run")
@@ -208,18 +229,36 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy raw output for the edge under load")
     args = parser.parse_args()
 
+    kinds = [k for k in args.backends.split(",") if k]
+    per_backend: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meridian-bench-proxy-") as tmp_text:
         tmp = Path(tmp_text)
         with dev_cluster(tmp / "dev") as cluster:
-            edge_url, direct_url = asyncio.run(_backend(cluster))
-            with nginx_proxy(direct_url.removeprefix("http://").rstrip("/"), tmp / "nginx") as (nginx_url, _):
-                targets = {"direct": direct_url, "edge": edge_url, "nginx": nginx_url + "/"}
-                profile = (edge_pid(cluster), args.profile.resolve()) if args.profile else None
-                loaded, single, ratios = _measure(targets, args, profile)
-            ws_urls = {"direct": _ws_url(direct_url), "edge": _ws_url(edge_url)}
-            ws_lat = asyncio.run(_ws_compare(ws_urls, args.ws_round_trips, args.ws_warmup))
-
-    ws = {name: summary_ms(values) for name, values in ws_lat.items()}
+            for kind in kinds:
+                edge_url, direct_url = asyncio.run(_backend(cluster, kind))
+                upstream = direct_url.removeprefix("http://").rstrip("/")
+                with nginx_proxy(upstream, tmp / f"nginx-{kind}") as (nginx_url, _):
+                    targets = {"direct": direct_url, "edge": edge_url, "nginx": nginx_url + "/"}
+                    first = kind == kinds[0]
+                    profile = (edge_pid(cluster), args.profile.resolve()) if args.profile and first else None
+                    loaded, single, ratios = _measure(targets, args, profile)
+                per_backend[kind] = {
+                    "http": loaded,
+                    "edge_over_nginx_per_s": round(statistics.median(ratios), 3),
+                    "edge_over_nginx_per_s_each_round": ratios,
+                    "added_p50_ms": _added(loaded, "p50_ms"),
+                    "http_one_connection": single,
+                    "added_p50_ms_per_hop_one_connection": _added(single, "p50_ms"),
+                }
+                if kind == "demo":
+                    ws_urls = {"direct": _ws_url(direct_url), "edge": _ws_url(edge_url)}
+                    ws_lat = asyncio.run(_ws_compare(ws_urls, args.ws_round_trips, args.ws_warmup))
+                    ws = {name: summary_ms(values) for name, values in ws_lat.items()}
+                    per_backend[kind]["websocket"] = ws | {
+                        "round_trips": args.ws_round_trips,
+                        "added_p50_ms": round(ws["edge"]["p50_ms"] - ws["direct"]["p50_ms"], 3),
+                    }
+            share = asyncio.run(_fast_path_share(cluster.edge_url(0)))
     result: dict[str, Any] = {
         "bench": "proxy",
         "wrk": {
@@ -232,18 +271,9 @@ def main() -> None:
             "path": "GET /",
             "figures": "median over the interleaved rounds",
         },
-        "http": loaded,
-        "edge_over_nginx_per_s": round(statistics.median(ratios), 3),
-        "edge_over_nginx_per_s_each_round": ratios,
-        "added_p50_ms": _added(loaded, "p50_ms"),
-        "http_one_connection": single,
-        "added_p50_ms_one_connection": _added(single, "p50_ms"),
-        "websocket": ws
-        | {
-            "round_trips": args.ws_round_trips,
-            "added_p50_ms": round(ws["edge"]["p50_ms"] - ws["direct"]["p50_ms"], 3),
-        },
-        "targets": {"edge_over_nginx_per_s": 0.5, "edge_added_p50_ms": 1.0},
+        "backends": per_backend,
+        "edge_fast_path_share": share,
+        "targets": {"edge_over_nginx_per_s": 0.5, "edge_added_p50_ms_per_hop": 0.2},
         "cpus_shared_by_all": len(os.sched_getaffinity(0)),
         "python": sys.version.split()[0],
     }

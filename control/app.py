@@ -16,7 +16,19 @@ from control.loop_service import running
 from control.migrate import migrate
 from control.notifier import VersionNotifier
 from control.placement import GeoLocator, Placer
-from control.routers import backends, connect, fleet, health, nodes, placement, regions, templates, tokens, ui
+from control.routers import (
+    backend_logs,
+    backends,
+    connect,
+    fleet,
+    health,
+    nodes,
+    placement,
+    regions,
+    templates,
+    tokens,
+    ui,
+)
 from control.routers import sync as sync_routes
 from control.services.auth import ensure_token
 from control.services.failover import failover_service
@@ -83,7 +95,20 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, regions, templates, connect, placement, fleet, backends, nodes, tokens, sync_routes, ui):
+    for module in (
+        health,
+        regions,
+        templates,
+        connect,
+        placement,
+        fleet,
+        backends,
+        backend_logs,
+        nodes,
+        tokens,
+        sync_routes,
+        ui,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     tel = telemetry.install(app)

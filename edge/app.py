@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from edge import keys, local_api, status_stream
+from edge import keys, local_api, logs_api, status_stream
 from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.cors import cors_middleware
 from edge.drain import DrainState, drain_before_exit, stop_idle_while_draining
 from edge.drone import Drone
-from edge.executors import ProcessExecutor
+from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy, redacted
 from edge.journal import Journal
@@ -90,6 +90,7 @@ async def send_heartbeat(app: web.Application) -> None:
         capacity=settings.capacity,
         applied_version=app[keys.REPLICA].applied_version or 0,
         backends=app[keys.DRONE].reports(),
+        executors=app[keys.EXECUTORS].kinds,
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
     )
@@ -151,7 +152,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             journal=journal,
             online=lambda: app[keys.SYNC_LOOP].reachable,
         )
-        executor = ProcessExecutor(drone.on_exit, log_dir=settings.data_dir / "logs", grace_s=settings.stop_grace_s)
+        executor = build_executors(settings, drone.on_exit)
+        app[keys.EXECUTORS] = executor
         drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
@@ -255,6 +257,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/healthz", local_api.healthz)
     app.router.add_get("/v1/edge/status", local_api.status)
     app.router.add_post("/v1/connect", local_api.connect)
+    app.router.add_get("/v1/backends/{backend_id}/logs", logs_api.backend_logs)
     app.router.add_get("/v1/status/{token}", status_stream.status_stream)
     app.router.add_get("/metrics", edge_telemetry.metrics)
 
@@ -284,6 +287,7 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
         ),
     )
     app[keys.PROXY].fast_path = fast
+    app[keys.REPLICA].add_listener(fast.on_changes)
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server

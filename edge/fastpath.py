@@ -31,7 +31,7 @@ from edge.proxy import Incoming, Proxy, Target, is_navigation
 from edge.supersede import SupersededRedirect
 from edge.websocket_frames import FrameBoundary, close_frame
 from sync.errors import MeridianError, PayloadTooLarge
-from sync.models import BackendStatus
+from sync.models import BackendStatus, Change, ChangeKind, TerminationReason
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {400: b"Bad Request", 401: b"Unauthorized", 410: b"Gone", 413: b"Payload Too Large"}
 _REASONS.update({502: b"Bad Gateway", 503: b"Service Unavailable"})
 CLOSE_BACKEND_GONE = 1011
+CLOSE_SUPERSEDED = 4000  # API.md: a WebSocket ended because its backend was superseded
 
 
 @dataclass
@@ -135,6 +136,24 @@ class FastPath:
             return None
         route = self.proxy.backend_route(backend, claims)
         return Target(claims.backend_id, local.address, route, backend.secret, self.proxy.body_cap(backend))
+
+    def on_changes(self, changes: list[Change]) -> None:
+        """Replica listener: a backend that ended takes its spliced WebSockets with it, each closed
+        with a code that says why (4000 `superseded`: the key's other backend won)."""
+        ended = {
+            c.id: (c.body or {}).get("termination_reason")
+            for c in changes
+            if c.kind is ChangeKind.BACKEND and (c.body or {}).get("status") == BackendStatus.TERMINATED.value
+        }
+        if not ended:
+            return
+        for client in list(self.clients):
+            ex = client.exchange
+            if client.spliced and ex is not None and ex.backend_id in ended:
+                if ended[ex.backend_id] == TerminationReason.SUPERSEDED.value:
+                    client.end_websocket(CLOSE_SUPERSEDED, "superseded")
+                else:
+                    client.end_websocket(1001, "backend stopped")
 
     def take_upstream(self, address: str) -> _Upstream | None:
         pool = self.idle.get(address)

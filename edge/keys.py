@@ -9,6 +9,7 @@ from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.drain import DrainState
 from edge.drone import Drone
+from edge.executors.router import Executors
 from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.offline_connect import OfflineConnect
@@ -24,6 +25,7 @@ REPLICA = web.AppKey("replica", Replica)
 CONTROL = web.AppKey("control", ControlClient)
 ACTIVITY = web.AppKey("activity", Activity)
 DRONE = web.AppKey("drone", Drone)
+EXECUTORS = web.AppKey("executors", Executors)
 SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
 PROXY = web.AppKey("proxy", Proxy)
 DRAIN = web.AppKey("drain", DrainState)

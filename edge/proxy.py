@@ -248,10 +248,14 @@ class Proxy:
             raise Unauthorized("connection token is for another backend")
         assert incoming.hand_over_to is not None
         scope = "/" if incoming.facts.subdomain else base_path(claims.backend_id)
+        landing = incoming.hand_over_to
+        backend = self.replica.backend(claims.backend_id)
+        if incoming.facts.subdomain and backend is not None and not self.strip_prefix(backend):
+            landing = base_path(claims.backend_id) + landing  # the app's own URLs carry its base path
         max_age = max(0, claims.expires_at - int(time.time()))
         cookie = f"{TOKEN_COOKIE}={incoming.token}; Path={scope}; Max-Age={max_age}; HttpOnly; SameSite=Lax"
         headers = {
-            "Location": incoming.hand_over_to,
+            "Location": landing,
             "Set-Cookie": cookie,
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
@@ -311,15 +315,21 @@ class Proxy:
             strip_prefix=local.template.strip_prefix if local is not None else True,
         )
 
+    def _spec(self, backend: BackendState) -> dict[str, Any]:
+        local = self.drone.local.get(backend.id)
+        if local is not None:
+            return local.template.model_dump()
+        template = self.replica.template(backend.template_id)
+        return template.spec.model_dump() if template else {}
+
     def body_cap(self, backend: BackendState) -> int:
         """The edge's cap, or the template's when it sets one."""
         local = self.drone.local.get(backend.id)
-        if local is not None:
-            spec_cap = local.template.max_body_bytes
-        else:
-            template = self.replica.template(backend.template_id)
-            spec_cap = template.spec.max_body_bytes if template else None
+        spec_cap = local.template.max_body_bytes if local is not None else self._spec(backend).get("max_body_bytes")
         return int(spec_cap) if spec_cap else self.max_body_bytes
+
+    def strip_prefix(self, backend: BackendState) -> bool:
+        return bool(self._spec(backend).get("strip_prefix", True))
 
     async def resolve(self, incoming: Incoming, headers: list[tuple[str, str]]) -> Target:
         """Where the request goes, waiting (bounded) for a backend that is starting."""
@@ -358,8 +368,9 @@ class Proxy:
         """(path, headers) of the upstream request as the policy decides them, and how the answer's
         head is rewritten (by the owning edge only: None on a hop)."""
         if target.route is None:
-            path = incoming.path if incoming.expect_backend is None else f"/{incoming.token}{incoming.rest}"
-            return path, self.policy.to_edge(headers, incoming.facts, target.secret), None
+            # the request as the client sent it: the owning edge routes it the same way (a subdomain
+            # or base-path request keeps its token where it was, in a cookie or Authorization)
+            return incoming.path, self.policy.to_edge(headers, incoming.facts, target.secret), None
         facts = facts_from_hop(headers, target.secret, incoming.facts)
         path = self.policy.upstream_path(incoming.rest, target.route, facts)
         rewrite = ResponseRewrite.of(target.route, facts, incoming.token)

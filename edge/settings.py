@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.discovery import ControlEndpoints, endpoints_for
@@ -67,6 +67,36 @@ class EdgeSettings(BaseSettings):
     )
     stop_grace_s: float = Field(default=5.0, gt=0, description="SIGTERM → SIGKILL grace for backends.")
     idle_check_s: float = Field(default=1.0, gt=0, description="How often idle and lifetime limits are checked.")
+    # The Nomad executor: on when an address is set (also read from Nomad's own NOMAD_* variables).
+    nomad_addr: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        validation_alias=AliasChoices("nomad_addr", "MERIDIAN_EDGE_NOMAD_ADDR", "NOMAD_ADDR"),
+        description="Nomad HTTP API address; when set, `executor: nomad` templates run as Nomad jobs.",
+    )
+    nomad_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("nomad_token", "MERIDIAN_EDGE_NOMAD_TOKEN", "NOMAD_TOKEN"),
+        description="Nomad ACL token (X-Nomad-Token); never logged.",
+    )
+    nomad_namespace: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("nomad_namespace", "MERIDIAN_EDGE_NOMAD_NAMESPACE", "NOMAD_NAMESPACE"),
+        description="Nomad namespace of the backends' jobs.",
+    )
+    nomad_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("nomad_region", "MERIDIAN_EDGE_NOMAD_REGION", "NOMAD_REGION"),
+        description="Nomad region the jobs are registered in (Nomad's own, not Meridian's region).",
+    )
+    # Backend logs (every executor).
+    log_max_bytes: int = Field(
+        default=4 << 20, ge=4096, description="Size of a backend's current log file before it is rotated."
+    )
+    log_backups: int = Field(default=1, ge=0, le=20, description="Rotated log files kept per backend.")
+    log_keep_s: float = Field(
+        default=3600.0, ge=0, description="How long a backend's logs are kept after it ended, then removed."
+    )
 
     @field_validator("control_url")
     @classmethod

@@ -104,6 +104,14 @@ def edge_serve(
         list[str] | None,
         typer.Option(help="DNS server (IP or IP:PORT) for a dns+srv:// control URL; repeatable."),
     ] = None,
+    nomad_addr: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NOMAD_ADDR",
+            help="Nomad API address: run `executor: nomad` templates as Nomad jobs "
+            "(NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION are read from the environment).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve an edge node: sync, proxy, run backends, heartbeat."""
@@ -128,6 +136,7 @@ def edge_serve(
             internal_url=internal_url,
             cors_origins=cors_origin or [],
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
+            **({"nomad_addr": nomad_addr} if nomad_addr else {}),  # type: ignore[arg-type]
         )
         if max_body_bytes is not None:
             settings = settings.model_copy(update={"max_body_bytes": max_body_bytes})

@@ -25,11 +25,12 @@ import aiohttp
 import pycares
 
 from sync.errors import ControlPlaneUnreachable
-from sync.timing import DISCOVERY_MAX_TTL_S, DISCOVERY_MIN_TTL_S, DISCOVERY_RETRY_S
+from sync.timing import DISCOVERY_LOOKUP_TIMEOUT_S, DISCOVERY_MAX_TTL_S, DISCOVERY_MIN_TTL_S, DISCOVERY_RETRY_S
 
 log = logging.getLogger(__name__)
 
 SRV_SCHEME = "dns+srv"
+LOOKUP_TRIES = 2
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 T = TypeVar("T")
 
@@ -195,7 +196,9 @@ class SrvEndpoints:
     async def _resolve(self) -> tuple[list[str], float]:
         # A fresh channel per lookup: c-ares caches answers for their whole TTL (up to an hour),
         # and a lookup made because every record failed must see what DNS says now.
-        self._resolver = aiodns.DNSResolver(nameservers=self._nameservers)
+        self._resolver = aiodns.DNSResolver(
+            nameservers=self._nameservers, timeout=DISCOVERY_LOOKUP_TIMEOUT_S, tries=LOOKUP_TRIES
+        )
         try:
             return await self._resolve_with_channel()
         finally:

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     KEY_HELD = "key_held"
     NO_CAPACITY = "no_capacity"
     TEMPLATE_UNKNOWN = "template_unknown"
+    EXECUTOR_UNAVAILABLE = "executor_unavailable"
     REGION_UNKNOWN = "region_unknown"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     SNAPSHOT_REQUIRED = "snapshot_required"
@@ -103,6 +104,12 @@ class PayloadTooLarge(MeridianError):
 
 class TemplateUnknown(MeridianError):
     code, status = ErrorCode.TEMPLATE_UNKNOWN, 422
+
+
+class ExecutorUnavailable(MeridianError):
+    """The template names an executor (e.g. nomad) that no healthy node of the chosen region runs."""
+
+    code, status = ErrorCode.EXECUTOR_UNAVAILABLE, 422
 
 
 class TooManyRequests(MeridianError):

@@ -102,13 +102,24 @@ class RegionView(Wire):
 # ---- templates ------------------------------------------------------------------------------
 
 
+ExecutorKind = Literal["process", "nomad"]
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class FromEdgeEnv(Strict):
+    """A template env value read from the edge's own environment when the backend starts, so the
+    secret lives on the edge only (edge/template_env.py)."""
+
+    from_edge_env: EnvName
+
+
 class TemplateSpec(Strict):
-    executor: Literal["process", "nomad"]
+    executor: ExecutorKind
     argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
     image: Annotated[Text, Field(max_length=1024)] | None = None
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], ProcessText] = Field(
-        default_factory=dict, max_length=256
-    )
+    env: dict[EnvName, ProcessText | FromEdgeEnv] = Field(default_factory=dict, max_length=256)
     idle_timeout_s: int = Field(default=300, ge=1, le=7 * 86400)
     lifetime_limit_s: int | None = Field(default=None, ge=1, le=30 * 86400)
     start_timeout_s: int = Field(default=30, ge=1, le=3600)
@@ -128,8 +139,8 @@ class TemplateSpec(Strict):
     def _executor_needs(self) -> TemplateSpec:
         if self.executor == "process" and not self.argv:
             raise ValueError("a process template needs a non-empty argv")
-        if self.executor == "nomad" and not self.image:
-            raise ValueError("a nomad template needs an image")
+        if self.executor == "nomad" and not (self.image or self.argv):
+            raise ValueError("a nomad template needs an image (docker) or an argv (raw_exec)")
         return self
 
 
@@ -262,6 +273,9 @@ class HeartbeatIn(Strict):
     backends: list[StatusReport] = Field(default_factory=list, max_length=100_000)
     shutting_down: StrictBool = False
     """The edge is draining itself before it exits: give it no new backends."""
+    executors: list[ExecutorKind] | None = Field(
+        default=None, max_length=8, description="Executors the edge runs; None (an older edge): process only."
+    )
     unhealthy_reason: str | None = Field(
         default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
     )

@@ -39,6 +39,12 @@ DB_RETRY_AFTER_S: float = 2.0
 TERMINATED_RETENTION_S: float = 3600.0
 """How long a terminated backend stays in sync snapshots (and in edge replicas) after it ended."""
 
+LOG_CHECK_S: float = 1.0
+"""How often an edge rotates backend logs that outgrew their cap and removes expired ones."""
+
+LOG_FOLLOW_POLL_S: float = 0.2
+"""How often a followed backend log (`GET /v1/backends/{id}/logs?follow=true`) is read for more."""
+
 METRICS_REFRESH_S: float = 10.0
 """How often the control plane re-reads its fleet gauges while exporting metrics over OTLP (a
 `/metrics` scrape reads them itself)."""
@@ -77,8 +83,12 @@ DISCOVERY_MIN_TTL_S: float = 5.0
 DISCOVERY_MAX_TTL_S: float = 300.0
 """Longest time a DNS SRV answer is kept, whatever its TTL says: moved control planes are found again."""
 
-DISCOVERY_RETRY_S: float = 2.0
-"""After a failed DNS lookup, how long the last good answer is used before asking again."""
+DISCOVERY_RETRY_S: float = 10.0
+"""After a failed DNS lookup, how long the last good answer is used before asking again (each
+attempt against a silent DNS server costs the calls waiting on it up to the lookup timeout)."""
+
+DISCOVERY_LOOKUP_TIMEOUT_S: float = 1.0
+"""How long one DNS query waits for an answer before c-ares tries again (twice in all)."""
 
 STATUS_STREAM_KEEPALIVE_S: float = 15.0
 """An edge's browser status stream (`GET /v1/status/{token}`) sends a comment after this much

@@ -10,7 +10,7 @@ A pure in-process library: no database, no HTTP. The caller turns its view of th
     decision.region, decision.reason, decision.distance_km   # "eu-west", "client_ip", 460.3
 """
 
-from .geo import EARTH_RADIUS_KM, GeoPoint, haversine_km
+from .geo import EARTH_RADIUS_KM, GeoPoint, distance_km
 from .geoip import GeoIPDatabaseError, GeoLocator, is_locatable_ip, normalize_client_ip
 from .model import (
     ARRIVAL_EDGE,
@@ -49,7 +49,7 @@ __all__ = [
     "Ranking",
     "RegionCandidate",
     "WhyNot",
-    "haversine_km",
+    "distance_km",
     "is_locatable_ip",
     "normalize_client_ip",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), the radius every distance in placement is measured with."""
@@ -18,24 +18,27 @@ def valid_lat_lon(lat: object, lon: object) -> bool:
     return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km between two points given in degrees."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    half_dlat = (phi2 - phi1) / 2
-    half_dlon = math.radians(lon2 - lon1) / 2
-    h = math.sin(half_dlat) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(half_dlon) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, h)))
-
-
 @dataclass(frozen=True, slots=True)
 class GeoPoint:
-    """A place on the Earth in degrees: where a user is, or where a region is."""
+    """A place on the Earth in degrees (where a user is, or a region), with its unit vector: the
+    distance between two points is then a chord length and one arcsine."""
 
     lat: float
     lon: float
+    xyz: tuple[float, float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        phi, lam = math.radians(self.lat), math.radians(self.lon)
+        object.__setattr__(self, "xyz", (math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)))
 
     def distance_km(self, other: GeoPoint) -> float:
-        return haversine_km(self.lat, self.lon, other.lat, other.lon)
+        """Great-circle distance: the angle subtended by the chord between the unit vectors."""
+        return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.dist(self.xyz, other.xyz) / 2))
 
     def as_tuple(self) -> tuple[float, float]:
         return (self.lat, self.lon)
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km between two points given in degrees."""
+    return GeoPoint(lat1, lon1).distance_km(GeoPoint(lat2, lon2))

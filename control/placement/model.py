@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Literal
+
+from .geo import GeoPoint, valid_lat_lon
 
 WhyNot = Literal["unhealthy", "draining", "full"]
 
@@ -29,17 +32,22 @@ class RegionCandidate:
     free_capacity: int  # free backend slots on its healthy nodes (<= 0 means full)
     load: float  # live backends / total capacity, for tie-breaking (lower wins)
     draining: bool = False
+    where: GeoPoint | None = field(init=False, repr=False, compare=False)
+    """Its place on the sphere; None for invalid coordinates (placement refuses such a candidate)."""
+    why_not: WhyNot | None = field(init=False, repr=False, compare=False)
+    """None if the region can take a new backend, else why not (unhealthy > draining > full)."""
 
-    @property
-    def why_not(self) -> WhyNot | None:
-        """None if the region can take a new backend, else why not (unhealthy > draining > full)."""
+    def __post_init__(self) -> None:
+        valid = valid_lat_lon(self.lat, self.lon)
+        object.__setattr__(self, "where", GeoPoint(float(self.lat), float(self.lon)) if valid else None)
+        why: WhyNot | None = None
         if not self.healthy:
-            return "unhealthy"
-        if self.draining:
-            return "draining"
-        if self.free_capacity <= 0:
-            return "full"
-        return None
+            why = "unhealthy"
+        elif self.draining:
+            why = "draining"
+        elif self.free_capacity <= 0:
+            why = "full"
+        object.__setattr__(self, "why_not", why)
 
     @property
     def eligible(self) -> bool:
@@ -82,15 +90,15 @@ Ranking = tuple[RankedRegion, ...]
 first); equal distances by load, then name."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PlacementDecision:
     """Where a new backend goes and why."""
 
     region: str
     reason: str  # pinned | location | client_ip | arrival_edge | default, maybe + "+fallback"
     distance_km: float | None  # origin to the chosen region, 0.1 km; None without an origin
-    ranking: Ranking
     origin: tuple[float, float] | None  # (lat, lon) distances are measured from
+    candidates: tuple[RegionCandidate, ...] = field(repr=False)
 
     @property
     def fallback(self) -> bool:
@@ -102,14 +110,30 @@ class PlacementDecision:
         """The reason without "+fallback": which input decided the origin."""
         return self.reason.removesuffix(FALLBACK_SUFFIX)
 
+    @cached_property
+    def ranking(self) -> Ranking:
+        """Every candidate, nearest to the origin first (without one: least loaded first), equal
+        distances by load, then name. Computed when first read: connect reads it only to explain."""
+        if self.origin is None:
+            by_load = sorted(self.candidates, key=lambda c: (c.load, c.name))
+            return tuple(RankedRegion(c.name, None, c.eligible, c.why_not, c.load) for c in by_load)
+        origin = GeoPoint(*self.origin)
+        measured = sorted(
+            ((origin.distance_km(c.where), c) for c in self.candidates if c.where is not None),
+            key=lambda m: (m[0], m[1].load, m[1].name),
+        )
+        return tuple(RankedRegion(c.name, round(d, 1), c.eligible, c.why_not, c.load) for d, c in measured)
+
     def to_wire(self, ranking_limit: int | None = None) -> dict[str, Any]:
         """The API's `placement` field: `{region, reason, distance_km, ranking: [...]}`.
 
         `ranking_limit` keeps only the first N ranked regions (None: all of them).
         """
+        limit = None if ranking_limit is None else max(0, ranking_limit)
+        shown = () if limit == 0 else self.ranking[:limit]  # limit 0 (connect): never computed
         return {
             "region": self.region,
             "reason": self.reason,
             "distance_km": self.distance_km,
-            "ranking": [r.to_wire() for r in self.ranking[: None if ranking_limit is None else max(0, ranking_limit)]],
+            "ranking": [r.to_wire() for r in shown],
         }

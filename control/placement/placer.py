@@ -18,13 +18,13 @@ than `tie_km`) could not take the backend, the reason gets "+fallback".
 
 Eligible = healthy, not draining, free_capacity > 0. No eligible region at all -> `NoCapacity`.
 
-Plain code on purpose: every candidate is measured and ranked on each call. With the 10-100
-regions of a fleet that is tens of microseconds, invisible next to the ~3 ms connect transaction
-(bench/placement.py, bench/placement_in_connect.py).
+Plain code: every candidate is measured on each call (its unit vector was computed when the
+candidate was built); the full ranking only when someone reads it (bench/placement.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sync.errors import BadRequest, NoCapacity, RegionUnknown
@@ -40,8 +40,6 @@ from .model import (
     PINNED,
     PlacementDecision,
     PlacementInput,
-    RankedRegion,
-    Ranking,
     RegionCandidate,
 )
 
@@ -51,21 +49,16 @@ TIE_KM = 1.0
 """Distances closer than this count as equal; load, then name, decides between them."""
 
 
-def _by_name(candidates: Sequence[RegionCandidate]) -> dict[str, RegionCandidate]:
+def _by_name(candidates: tuple[RegionCandidate, ...]) -> dict[str, RegionCandidate]:
     """The candidates by name, refusing the caller's bugs: duplicate names, invalid coordinates."""
-    by_name: dict[str, RegionCandidate] = {}
+    by_name = {c.name: c for c in candidates}
+    if len(by_name) != len(candidates):
+        dupes = sorted({c.name for c in candidates if sum(d.name == c.name for d in candidates) > 1})
+        raise ValueError(f"duplicate region names among candidates: {dupes}")
     for c in candidates:
-        if not valid_lat_lon(c.lat, c.lon):
+        if c.where is None:
             raise ValueError(f"region {c.name!r} has invalid coordinates ({c.lat!r}, {c.lon!r})")
-        if c.name in by_name:
-            dupes = sorted({n.name for n in candidates if sum(m.name == n.name for m in candidates) > 1})
-            raise ValueError(f"duplicate region names among candidates: {dupes}")
-        by_name[c.name] = c
     return by_name
-
-
-def _where(c: RegionCandidate) -> GeoPoint:
-    return GeoPoint(float(c.lat), float(c.lon))
 
 
 def _check_location(location: tuple[float, float]) -> GeoPoint:
@@ -95,16 +88,8 @@ def _no_capacity(candidates: Sequence[RegionCandidate]) -> NoCapacity:
     )
 
 
-def _ranked(c: RegionCandidate, distance_km: float | None) -> RankedRegion:
-    return RankedRegion(c.name, distance_km, c.eligible, c.why_not, c.load)
-
-
-def _by_load(candidates: Sequence[RegionCandidate]) -> Ranking:
-    return tuple(_ranked(c, None) for c in sorted(candidates, key=lambda c: (c.load, c.name)))
-
-
 class Placer:
-    """Chooses regions for new backends. Pure CPU apart from the GeoIP lookup; holds no state but
+    """Chooses regions for new backends. Pure CPU apart from the GeoIP lookup; holds nothing but
     its locator and tie distance."""
 
     __slots__ = ("_tie_km", "locator")
@@ -125,7 +110,8 @@ class Placer:
         """
         location = None if inp.location is None else _check_location(inp.location)
         client_ip = None if inp.client_ip is None else normalize_client_ip(inp.client_ip)
-        by_name = _by_name(candidates)
+        cands = tuple(candidates)
+        by_name = _by_name(cands)
 
         if inp.pinned_region is not None:
             pinned = by_name.get(inp.pinned_region)
@@ -134,47 +120,37 @@ class Placer:
                     f"region {inp.pinned_region!r} is unknown",
                     fields={"region": f"{inp.pinned_region!r} is not a registered region"},
                 )
+            assert pinned.where is not None
             if pinned.eligible:
-                here = _where(pinned)
-                return PlacementDecision(pinned.name, PINNED, 0.0, self._rank(candidates, here)[1], here.as_tuple())
-            return self._nearest(candidates, _where(pinned), PINNED, fallback=True)
+                return PlacementDecision(pinned.name, PINNED, 0.0, pinned.where.as_tuple(), cands)
+            return self._nearest(cands, pinned.where, PINNED, fallback=True)
         if location is not None:
-            return self._nearest(candidates, location, LOCATION)
+            return self._nearest(cands, location, LOCATION)
         if client_ip is not None and self.locator is not None:
             located = self.locator.locate_normalized(*client_ip)
             if located is not None:
-                return self._nearest(candidates, GeoPoint(*located), CLIENT_IP)
+                return self._nearest(cands, GeoPoint(*located), CLIENT_IP)
         for region, signal in ((inp.arrival_region, ARRIVAL_EDGE), (inp.default_region, DEFAULT)):
-            if region is not None and region in by_name:
-                return self._nearest(candidates, _where(by_name[region]), signal)
-        eligible = [c for c in candidates if c.eligible]
+            where = by_name[region].where if region in by_name else None
+            if where is not None:
+                return self._nearest(cands, where, signal)
+        eligible = [c for c in cands if c.why_not is None]
         if not eligible:
-            raise _no_capacity(candidates)
+            raise _no_capacity(cands)
         chosen = min(eligible, key=lambda c: (c.load, c.name))
-        return PlacementDecision(chosen.name, DEFAULT, None, _by_load(candidates), None)
-
-    @staticmethod
-    def _rank(
-        candidates: Sequence[RegionCandidate], origin: GeoPoint
-    ) -> tuple[list[tuple[float, RegionCandidate]], Ranking]:
-        """(exact distance, candidate) nearest first, and the same as the decision's ranking (0.1 km)."""
-        measured = sorted(
-            ((origin.distance_km(_where(c)), c) for c in candidates), key=lambda m: (m[0], m[1].load, m[1].name)
-        )
-        return measured, tuple(_ranked(c, round(d, 1)) for d, c in measured)
+        return PlacementDecision(chosen.name, DEFAULT, None, None, cands)
 
     def _nearest(
-        self, candidates: Sequence[RegionCandidate], origin: GeoPoint, signal: str, *, fallback: bool = False
+        self, cands: tuple[RegionCandidate, ...], origin: GeoPoint, signal: str, *, fallback: bool = False
     ) -> PlacementDecision:
         """The eligible region nearest to `origin`; `fallback` forces the "+fallback" suffix."""
-        measured, ranking = self._rank(candidates, origin)
-        eligible = [(d, c) for d, c in measured if c.eligible]
+        km = [origin.distance_km(c.where) if c.where else math.inf for c in cands]  # where: checked
+        eligible = [i for i, c in enumerate(cands) if c.why_not is None]
         if not eligible:
-            raise _no_capacity(candidates)
-        nearest = eligible[0][0]
-        distance, chosen = min(
-            ((d, c) for d, c in eligible if d <= nearest + self._tie_km), key=lambda m: (m[1].load, m[1].name)
-        )
-        fallback = fallback or any(d < nearest - self._tie_km for d, c in measured if not c.eligible)
+            raise _no_capacity(cands)
+        nearest = min(km[i] for i in eligible)
+        tie = self._tie_km
+        chosen = min((i for i in eligible if km[i] <= nearest + tie), key=lambda i: (cands[i].load, cands[i].name))
+        fallback = fallback or any(km[i] < nearest - tie for i, c in enumerate(cands) if c.why_not is not None)
         reason = signal + FALLBACK_SUFFIX if fallback else signal
-        return PlacementDecision(chosen.name, reason, round(distance, 1), ranking, origin.as_tuple())
+        return PlacementDecision(cands[chosen].name, reason, round(km[chosen], 1), origin.as_tuple(), cands)

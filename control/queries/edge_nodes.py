@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from asyncpg.cursor import CursorFactory
 
@@ -24,17 +26,20 @@ async def upsert(
     capacity: int,
     applied_version: int,
     shutting_down: bool = False,
+    executors: Sequence[str] | None = None,
     unhealthy_reason: str | None = None,
 ) -> asyncpg.Record:
+    """Register or refresh a node; ``executors`` None (an edge that does not say) means process only."""
     return await one(
         conn,
         f"""
-        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down, unhealthy_reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down, executors,
+                                unhealthy_reason)
+        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'), $8)
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
-            shutting_down = EXCLUDED.shutting_down, unhealthy_reason = EXCLUDED.unhealthy_reason,
-            last_heartbeat_at = now()
+            shutting_down = EXCLUDED.shutting_down, executors = EXCLUDED.executors,
+            unhealthy_reason = EXCLUDED.unhealthy_reason, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -43,6 +48,7 @@ async def upsert(
         capacity,
         applied_version,
         shutting_down,
+        list(executors) if executors is not None else None,
         unhealthy_reason,
     )
 
@@ -61,8 +67,11 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
     )
 
 
-async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -> asyncpg.Record | None:
-    """The healthy, not draining (nor shutting down) node of `region` with free capacity and the lowest fill ratio.
+async def least_loaded_in_region(
+    conn: Conn, region: str, lost_after_s: float, executor: str = "process"
+) -> asyncpg.Record | None:
+    """The healthy, not draining (nor shutting down) node of `region` running `executor` with free
+    capacity and the lowest fill ratio.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -71,13 +80,31 @@ async def least_loaded_in_region(conn: Conn, region: str, lost_after_s: float) -
         """
         SELECT id, capacity, live_backends AS live FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
-          AND live_backends < capacity AND NOT draining AND NOT shutting_down AND unhealthy_reason IS NULL
+          AND live_backends < capacity AND NOT draining AND NOT shutting_down AND $3 = ANY (executors)
+          AND unhealthy_reason IS NULL
         ORDER BY live_backends::float / greatest(capacity, 1), id
         LIMIT 1
         """,
         region,
         lost_after_s,
+        executor,
     )
+
+
+async def healthy_and_running(conn: Conn, region: str, lost_after_s: float, executor: str) -> tuple[int, int]:
+    """How many healthy, not draining nodes `region` has, and how many of them run `executor`."""
+    row = await one(
+        conn,
+        """
+        SELECT count(*) AS healthy, count(*) FILTER (WHERE $3 = ANY (executors)) AS running
+        FROM edge_nodes WHERE region = $1 AND NOT draining AND NOT shutting_down
+            AND last_heartbeat_at > now() - make_interval(secs => $2)
+        """,
+        region,
+        lost_after_s,
+        executor,
+    )
+    return int(row["healthy"]), int(row["running"])
 
 
 async def set_draining(conn: Conn, node_id: str, draining: bool) -> asyncpg.Record | None:

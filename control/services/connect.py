@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from control.db import Conn
 from control.placement import PlacementDecision, PlacementInput, Placer
 from control.queries import backends, edge_nodes, keys, template_names
 from control.services.auth import Caller
@@ -14,7 +15,7 @@ from control.services.fleet import FleetView, FleetViewCache
 from control.services.signing import Keyring
 from control.singleflight import SingleFlight
 from control.versioning import write_transaction
-from sync.errors import KeyHeld, NoCapacity, TemplateUnknown
+from sync.errors import ExecutorUnavailable, KeyHeld, NoCapacity, TemplateUnknown
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
 from sync.routing import base_path
@@ -152,6 +153,17 @@ def _place(placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectCo
     )
 
 
+async def _refuse_missing_executor(conn: Conn, region: str, executor: str, template: str) -> None:
+    """A region whose healthy nodes all lack the template's executor refuses it (rather than
+    leaving a backend `scheduled` on a node that cannot start it)."""
+    healthy, running = await edge_nodes.healthy_and_running(conn, region, NODE_LOST_AFTER_S, executor)
+    if healthy and not running:
+        raise ExecutorUnavailable(
+            f"template {template!r} needs the {executor!r} executor, which no edge node of region {region!r} runs",
+            fields={"template": template, "executor": executor, "region": region},
+        )
+
+
 async def _spawn_transaction(
     pool: asyncpg.Pool, placer: Placer, fleet: FleetView, req: ConnectRequest, ctx: ConnectContext
 ) -> Placed:
@@ -172,8 +184,10 @@ async def _spawn_transaction(
                 return _existing(live)
             fencing_token = key_row["fencing_token"] + 1
         decision = _place(placer, fleet, req, ctx)
-        node = await edge_nodes.least_loaded_in_region(conn, decision.region, NODE_LOST_AFTER_S)
+        executor = template["spec"]["executor"]
+        node = await edge_nodes.least_loaded_in_region(conn, decision.region, NODE_LOST_AFTER_S, executor)
         if node is None:
+            await _refuse_missing_executor(conn, decision.region, executor, req.template)
             raise NoCapacity(f"region {decision.region!r} has no edge node with free capacity")
         row = await backends.insert(
             conn,

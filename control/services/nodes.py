@@ -55,6 +55,7 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
             hb.capacity,
             hb.applied_version,
             hb.shutting_down,
+            hb.executors,
             hb.unhealthy_reason,
         )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):

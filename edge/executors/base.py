@@ -29,10 +29,11 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from edge.template_env import missing_edge_secrets, resolve_env
 from sync.models import TemplateSpec, TerminationReason
 from sync.routing import base_path
 
@@ -124,7 +125,7 @@ def backend_env(req: SpawnRequest, port: str) -> dict[str, str]:
     override them. (An executor adds only what its platform needs, e.g. the process executor's
     inherited edge environment minus ``MERIDIAN_*``.)
     """
-    env = dict(req.template.env)
+    env = resolve_env(req.template.env)  # edge-side secrets resolved here (edge/template_env.py)
     env.update(
         {
             "PORT": port,
@@ -148,6 +149,9 @@ def admit_start(req: SpawnRequest, *, kind: str, closed: bool, started: Containe
         raise StartRefused(f"template of {req.backend_id} is not a {kind} template with what it needs (argv or image)")
     if req.backend_id in started:
         raise StartRefused(f"backend {req.backend_id} was already started")
+    missing = missing_edge_secrets(req.template.env)  # tenancy: edge-side secrets (edge/template_env.py)
+    if missing:
+        raise StartRefused(f"template of {req.backend_id} names edge environment variables this edge lacks: {missing}")
 
 
 @dataclass(eq=False)
@@ -229,6 +233,11 @@ class BaseExecutor(ABC, Generic[R]):
             log.error("could not stop backend %s: %s", bid, err)
         if errors:
             raise ExecutorError(f"{len(errors)} backend(s) could not be stopped: {errors[0][1]}")
+
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The backend's last ``tail`` log lines, then (``follow``) what it writes until it ends;
+        None when this executor keeps no log of it."""
+        return None
 
     # ---- for subclasses ----------------------------------------------------------------------
 

@@ -8,9 +8,12 @@ and its exceptions are turned into this package's at the boundary:
 * 404 → "gone" (a purged job or a garbage-collected allocation), handled inside.
 
 The job (see :func:`nomad_job`): ID ``meridian-<backend_id>``, type ``service``, datacenter = the
-backend's region, one group with one dynamic port labelled ``http`` and one ``docker`` task running
-``template.image`` with the backend's environment (``PORT`` is ``${NOMAD_PORT_http}``, interpolated
-by Nomad) and ``memory_mb`` / ``cpu_mhz`` as its resources. Restarts and rescheduling are disabled: a
+backend's region, one group with one dynamic port labelled ``http`` and one task — ``docker``
+running ``template.image``, or ``raw_exec`` running ``template.argv`` — with the backend's
+environment (``PORT`` is ``${NOMAD_PORT_http}``, interpolated by Nomad), ``memory_mb`` / ``cpu_mhz``
+as its resources and a ``LogConfig`` capping its stdout/stderr. A ``raw_exec`` backend runs on the
+Nomad client's host and must listen on ``$NOMAD_IP_http`` (or all interfaces), not only loopback.
+Restarts and rescheduling are disabled: a
 backend that dies is *failed* and its key becomes free — Nomad must not bring up a second instance
 behind the platform's back (the fencing token would no longer identify one process).
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -49,6 +52,7 @@ from nomad import Nomad  # type: ignore[attr-defined,unused-ignore]
 from nomad.api import exceptions as nomad_exc
 
 from sync.models import TemplateSpec, TerminationReason
+from sync.timing import LOG_FOLLOW_POLL_S
 
 from .base import (
     BackendRecord,
@@ -59,6 +63,7 @@ from .base import (
     SpawnRequest,
     StartFailed,
     backend_env,
+    check_backend_id,
     probe_until_end,
 )
 from .readiness import NotReady, format_address
@@ -67,6 +72,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+LOG_TYPES = ("stdout", "stderr")
 PORT_LABEL = "http"
 TASK_NAME = "backend"
 TERMINAL = frozenset({"complete", "failed", "lost"})
@@ -81,20 +87,35 @@ def job_id(backend_id: str) -> str:
     return f"meridian-{backend_id}"
 
 
-def nomad_job(req: SpawnRequest, *, grace_s: float) -> dict[str, Any]:
-    """The Nomad API job (JSON form, as ``POST /v1/jobs`` takes it under ``"Job"``) for a backend."""
+def nomad_job(req: SpawnRequest, *, grace_s: float, log_max_files: int = 2, log_max_file_mb: int = 2) -> dict[str, Any]:
+    """The Nomad API job (JSON form, as ``POST /v1/jobs`` takes it under ``"Job"``) for a backend.
+
+    ``image`` runs with the ``docker`` driver (``argv``, when also given, as its command);
+    ``argv`` alone runs with ``raw_exec``. Nomad caps and rotates the task's stdout/stderr
+    (``LogConfig``).
+    """
     tpl = req.template
     resources: dict[str, int] = {}
     if tpl.cpu_mhz is not None:
         resources["CPU"] = tpl.cpu_mhz
     if tpl.memory_mb is not None:
         resources["MemoryMB"] = tpl.memory_mb
+    argv = list(tpl.argv or [])
+    if tpl.image:
+        driver = "docker"
+        config: dict[str, Any] = {"image": tpl.image, "ports": [PORT_LABEL]}
+        if argv:
+            config |= {"command": argv[0], "args": argv[1:]}
+    else:
+        driver = "raw_exec"
+        config = {"command": argv[0], "args": argv[1:]}
     task: dict[str, Any] = {
         "Name": TASK_NAME,
-        "Driver": "docker",
-        "Config": {"image": tpl.image, "ports": [PORT_LABEL]},
+        "Driver": driver,
+        "Config": config,
         "Env": backend_env(req, "${NOMAD_PORT_" + PORT_LABEL + "}"),
         "KillTimeout": int(grace_s * _NS_PER_S),
+        "LogConfig": {"MaxFiles": log_max_files, "MaxFileSizeMB": log_max_file_mb},
     }
     if resources:
         task["Resources"] = resources
@@ -130,6 +151,18 @@ def http_address(alloc: dict[str, Any]) -> tuple[str, int]:
     raise StartFailed(f"allocation {alloc.get('ID')} has no {PORT_LABEL!r} port")
 
 
+def alloc_description(alloc: dict[str, Any]) -> str:
+    """Nomad's own words for what happened: the client description and the task's last event."""
+    state = (alloc.get("TaskStates") or {}).get(TASK_NAME) or {}
+    events = state.get("Events") or []
+    last = next((e for e in reversed(events) if e.get("DriverError") or e.get("Type") != "Killing"), None) or {}
+    parts = [
+        str(alloc.get("ClientDescription") or ""),
+        str(last.get("DriverError") or last.get("DisplayMessage") or ""),
+    ]
+    return "; ".join(p[:300] for p in parts if p) or "no description"
+
+
 def task_exit_code(alloc: dict[str, Any]) -> int | None:
     """The task's exit code from its last ``Terminated`` event; -N when killed by signal N."""
     state = (alloc.get("TaskStates") or {}).get(TASK_NAME) or {}
@@ -162,9 +195,13 @@ class NomadExecutor(BaseExecutor[_Job]):
         grace_s: float = 5.0,
         poll_interval_s: float = 0.1,
         monitor_interval_s: float = 2.0,
+        log_max_files: int = 2,
+        log_max_file_mb: int = 2,
         history: int = 4096,
     ) -> None:
         super().__init__(on_exit, history=history)
+        self._log_max_files = log_max_files
+        self._log_max_file_mb = log_max_file_mb
         self._address = address
         self._client = Nomad(
             address=address,
@@ -177,6 +214,8 @@ class NomadExecutor(BaseExecutor[_Job]):
         self._grace_s = grace_s
         self._poll_s = poll_interval_s
         self._monitor_s = monitor_interval_s
+        # A blocking query must return before python-nomad's request timeout gives up on it.
+        self._watch_wait_s = max(0.05, min(monitor_interval_s, request_timeout_s - 1.0))
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -198,10 +237,57 @@ class NomadExecutor(BaseExecutor[_Job]):
         await self._report(j, code)
         await j.reported.wait()
 
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The task's logs from Nomad (``/v1/client/fs/logs``, plain): the last ``tail`` lines of
+        stdout, then of stderr; with ``follow``, what either gains (read every
+        :data:`~sync.timing.LOG_FOLLOW_POLL_S`) until the backend ended. Offsets count from the
+        oldest log file Nomad still keeps, so a rotation while following may repeat or skip a
+        little. None when the allocation is not (or no longer) known."""
+        check_backend_id(backend_id)
+        j = self._record(backend_id)
+        if j is None or j.alloc_id is None:
+            return None
+        alloc_id = j.alloc_id
+        try:
+            current = {kind: await self._read_log(alloc_id, kind, 0) for kind in LOG_TYPES}
+        except _Gone:
+            return None
+        offsets = {kind: len(data) for kind, data in current.items()}
+        head = b"".join(_last_lines(current[kind], tail) for kind in LOG_TYPES)
+
+        async def stream() -> AsyncIterator[bytes]:
+            if head:
+                yield head
+            while follow:
+                running = not j.reporting
+                grew = False
+                for kind in LOG_TYPES:
+                    try:
+                        data = await self._read_log(alloc_id, kind, offsets[kind])
+                    except _Gone:  # garbage-collected after the purge
+                        return
+                    if data:
+                        offsets[kind] += len(data)
+                        grew = True
+                        yield data
+                if not grew:
+                    if not running:
+                        return
+                    await asyncio.sleep(LOG_FOLLOW_POLL_S)
+
+        return stream()
+
+    async def _read_log(self, alloc_id: str, kind: str, offset: int) -> bytes:
+        params = {"task": TASK_NAME, "type": kind, "origin": "start", "offset": str(offset), "plain": "true"}
+        resp: requests.Response = await self._call(
+            self._client.client.stream_logs.request, alloc_id, params=params, method="get"
+        )
+        return resp.content
+
     # ---- phases: register → allocation running → probe (watching the allocation) → watch -----
 
     def _accepts(self, template: TemplateSpec) -> bool:
-        return bool(template.image)
+        return bool(template.image or template.argv)
 
     def _new_record(self, req: SpawnRequest) -> _Job:
         return _Job(req=req, job_id=job_id(req.backend_id))
@@ -219,7 +305,10 @@ class NomadExecutor(BaseExecutor[_Job]):
 
     async def _register(self, j: _Job) -> None:
         try:
-            await self._call(self._client.jobs.register_job, {"Job": nomad_job(j.req, grace_s=self._grace_s)})
+            job = nomad_job(
+                j.req, grace_s=self._grace_s, log_max_files=self._log_max_files, log_max_file_mb=self._log_max_file_mb
+            )
+            await self._call(self._client.jobs.register_job, {"Job": job})
         except ExecutorError as exc:
             # The request may have reached Nomad even if its answer did not reach us.
             await self._fail(j, None)
@@ -328,24 +417,45 @@ class NomadExecutor(BaseExecutor[_Job]):
         return alloc
 
     async def _until_terminal(self, j: _Job, interval_s: float) -> dict[str, Any] | None:
-        """Poll the allocation until it is terminal (returned) or gone (None)."""
+        """Watch the allocation until it is terminal (returned) or gone (None).
+
+        Blocking queries (``?index=`` from the last ``X-Nomad-Index``, ``?wait=``): Nomad answers as
+        soon as the allocation changes. ``interval_s`` paces the retries after an error.
+        """
         assert j.alloc_id is not None
         complained = False
+        index = 0
         while not j.reporting:
-            await asyncio.sleep(interval_s)
             try:
-                alloc: dict[str, Any] = await self._call(self._client.allocation.get_allocation, j.alloc_id)
+                alloc, index = await self._read_alloc_blocking(j.alloc_id, index)
             except _Gone:
                 return None
             except ExecutorError as exc:
                 if not complained:
                     log.warning("cannot watch backend %s: %s", j.backend_id, exc)
                     complained = True
+                index = 0
+                await asyncio.sleep(interval_s)
                 continue
             complained = False
             if alloc.get("ClientStatus") in TERMINAL:
                 return alloc
         return None
+
+    async def _read_alloc_blocking(self, alloc_id: str, index: int) -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": f"{int(self._watch_wait_s * 1000)}ms"} if index else None
+        resp: requests.Response = await self._call(
+            self._client.allocation.request, alloc_id, method="get", params=params
+        )
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise ExecutorError(f"nomad at {self._address} sent an allocation that is not an object")
+        try:
+            new_index = int(resp.headers.get("X-Nomad-Index", "0"))
+        except ValueError:
+            new_index = 0
+        # An index that went backwards (a restored cluster) restarts from a plain read.
+        return body, new_index if new_index > index else 0
 
     async def _await_terminal(self, alloc_id: str, *, timeout_s: float) -> int | None:
         """Wait (bounded) for a deregistered job's allocation to end; its exit code if known."""
@@ -385,7 +495,13 @@ class NomadExecutor(BaseExecutor[_Job]):
         await self._fail(j, code)
         if j.stop_reason is not None:
             raise StartFailed("stopped while starting", code)
-        raise StartFailed(f"allocation {alloc.get('ClientStatus')} before it was ready", code)
+        raise StartFailed(
+            f"allocation {alloc.get('ClientStatus')} before it was ready: {alloc_description(alloc)}", code
+        )
+
+
+def _last_lines(data: bytes, lines: int) -> bytes:
+    return b"".join(data.splitlines(keepends=True)[-lines:]) if lines > 0 else b""
 
 
 def _describe(exc: nomad_exc.BaseNomadException) -> str:

@@ -8,15 +8,18 @@
 * env: the edge's environment minus every ``MERIDIAN_*`` variable, then the template's env, then the
   platform's variables (``PORT``, ``MERIDIAN_BACKEND_ID``, ``MERIDIAN_KEY``, ``MERIDIAN_FENCING_TOKEN``,
   ``MERIDIAN_SECRET``, ``MERIDIAN_REGION``) which a template cannot override.
-* stdout and stderr go to ``<log_dir>/<backend_id>.log`` (appended, one header line per attempt).
+* stdout and stderr go to ``<log_dir>/<backend_id>.log`` (appended, one header line per attempt, a
+  closing line when it ends), capped, rotated and removed later by :mod:`edge.executors.logs`.
 * ``memory_mb`` becomes ``RLIMIT_AS`` (address space), set by a tiny exec wrapper
   (``_rlimit_exec.py``) rather than ``preexec_fn``. Address space is larger than resident memory
   (runtimes reserve virtual memory), so leave headroom. ``cpu_mhz`` is **not** enforced by this
   executor: ``RLIMIT_CPU`` caps total CPU seconds, not a rate. Nomad enforces it.
 * readiness: :func:`probe_ready` races ``proc.wait()``; whichever finishes first decides.
-* stop: SIGTERM to the group, SIGKILL to the group after ``grace_s``; ``hard`` sends SIGKILL at once.
-  A start that fails (exit, timeout, cancellation) SIGKILLs at once: the backend never served anyone.
-  When a group leader exits, the rest of its group is SIGKILLed too, so nothing outlives a backend.
+* stop: SIGTERM to the group and to every other process of the backend (:mod:`edge.executors.tree`:
+  its cgroup, or a process-tree walk, so children that called ``setsid()`` are included), SIGKILL
+  after ``grace_s``; ``hard`` sends SIGKILL at once. A start that fails (exit, timeout,
+  cancellation) SIGKILLs at once: the backend never served anyone. Whenever the leader exits, all
+  that is left of the backend's tree is SIGKILLed, so no process outlives its backend.
 * exit reasons: the reason given to :meth:`stop` when we ended it, else ``failed`` with the exit
   code — including a clean exit 0, since the backend disappeared without the platform asking.
 """
@@ -25,20 +28,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sync.models import TemplateSpec, TerminationReason
 from sync.net import free_port
 
-from .base import BackendRecord, BaseExecutor, ExitCallback, SpawnRequest, StartFailed, backend_env, probe_until_end
+from .base import (
+    BackendRecord,
+    BaseExecutor,
+    ExitCallback,
+    SpawnRequest,
+    StartFailed,
+    backend_env,
+    check_backend_id,
+    probe_until_end,
+)
+from .logs import LogKeeper, LogPolicy
 from .readiness import NotReady
+from .tree import CgroupRoot, ProcessTree
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +71,7 @@ class _Process(BackendRecord):
     port: int | None = None
     adopted_pid: int | None = None
     """The process group leader of a backend adopted after an edge restart (not our child)."""
+    tree: ProcessTree | None = None
 
 
 class _Retry(Exception):
@@ -68,13 +85,21 @@ class ProcessExecutor(BaseExecutor[_Process]):
         self,
         on_exit: ExitCallback,
         *,
-        log_dir: str | os.PathLike[str],
+        log_dir: str | os.PathLike[str] | None = None,
+        logs: LogPolicy | None = None,
         grace_s: float = 5.0,
         host: str = "127.0.0.1",
+        cgroups: bool = True,
         history: int = 4096,
     ) -> None:
         super().__init__(on_exit, history=history)
-        self._log_dir = Path(log_dir)
+        if logs is None:
+            assert log_dir is not None, "give log_dir or logs"
+            logs = LogPolicy(Path(log_dir))
+        self.logs = logs
+        self._keeper = LogKeeper(logs, lambda: set(self._live))
+        self._want_cgroups = cgroups
+        self._cgroups: CgroupRoot | None = None  # found at the first start (file I/O: in a thread)
         self._grace_s = grace_s
         self._host = host
 
@@ -89,13 +114,21 @@ class ProcessExecutor(BaseExecutor[_Process]):
         if hard:
             self._signal(b, signal.SIGKILL)
         else:
-            self._signal(b, signal.SIGTERM)
+            await self._signal_tree(b, signal.SIGTERM)
             try:
                 await asyncio.wait_for(b.ended.wait(), self._grace_s)
             except TimeoutError:
                 log.warning("backend %s ignored SIGTERM for %gs; sending SIGKILL", backend_id, self._grace_s)
                 self._signal(b, signal.SIGKILL)
         await b.reported.wait()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self._keeper.close()
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.close)
 
     # ---- extras (diagnostics and tests) ------------------------------------------------------
 
@@ -132,17 +165,40 @@ class ProcessExecutor(BaseExecutor[_Process]):
         b = self._record(backend_id)
         return None if b is None else b.log_path
 
+    def tracked_by_cgroup(self) -> bool:
+        """Whether backends get a cgroup (known once the first backend started)."""
+        return self._cgroups is not None and self._cgroups.path is not None
+
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The backend's last ``tail`` log lines, then (``follow``) what it writes until it ends;
+        None when this edge has no log of it."""
+        check_backend_id(backend_id)
+        if not await asyncio.to_thread(self.logs.exists, backend_id):
+            return None
+        head, offset = await asyncio.to_thread(self.logs.tail, backend_id, tail)
+
+        async def stream() -> AsyncIterator[bytes]:
+            if head:
+                yield head
+            if follow:
+                async for chunk in self.logs.follow(backend_id, offset, lambda: backend_id in self._live):
+                    yield chunk
+
+        return stream()
+
     # ---- phases: launch → await ready (→ retry once on a port clash) → watch -----------------
 
     def _accepts(self, template: TemplateSpec) -> bool:
         return bool(template.argv)
 
     def _new_record(self, req: SpawnRequest) -> _Process:
-        return _Process(req=req, log_path=self._log_dir / f"{req.backend_id}.log")
+        return _Process(req=req, log_path=self.logs.path(req.backend_id))
 
     async def _start(self, b: _Process) -> str:
         deadline = asyncio.get_running_loop().time() + float(b.req.template.start_timeout_s)
-        await asyncio.to_thread(self._log_dir.mkdir, parents=True, exist_ok=True)
+        self._keeper.ensure_running()
+        if self._cgroups is None:
+            self._cgroups = await asyncio.to_thread(CgroupRoot.create, self._want_cgroups)
         for attempt in (1, 2):
             log_offset = await self._launch(b, attempt)
             try:
@@ -154,28 +210,29 @@ class ProcessExecutor(BaseExecutor[_Process]):
     async def _launch(self, b: _Process, attempt: int) -> int:
         """Spawn the backend on a fresh port; returns where this attempt's log begins."""
         if b.stop_reason is not None:
-            await self._report(b, None)
+            await self._ended_with(b, None)
             raise StartFailed("stopped before it started")
         argv = self._argv(b.req)
         port = free_port(self._host)
         header = f"--- meridian: backend {b.backend_id} attempt {attempt} port {port} argv {argv!r}\n"
-        logfile, offset = await asyncio.to_thread(_open_log, b.log_path, header.encode())
+        logfd, offset = await asyncio.to_thread(self.logs.open_for_child, b.backend_id, header.encode())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=logfile,
+                stdout=logfd,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._env(b.req, port),
                 start_new_session=True,
             )
         except OSError as exc:
-            await self._report(b, None)
+            await self._ended_with(b, None, f"cannot execute: {exc}")
             raise StartFailed(f"cannot execute {argv[0]!r}: {exc}") from exc
         finally:
-            logfile.close()
+            os.close(logfd)
         b.proc, b.port = proc, port
         b.wait_task = asyncio.ensure_future(proc.wait())
+        b.tree = await asyncio.to_thread(self._track, b.backend_id, proc.pid)
         if b.stop_reason is not None:  # stop() came while we were spawning
             self._signal(b, signal.SIGKILL)
         return offset
@@ -190,7 +247,7 @@ class ProcessExecutor(BaseExecutor[_Process]):
         )
         if wait_task.done():  # exited first (also wins a tie with a successful probe)
             code = wait_task.result()
-            _kill_group(b.proc.pid)
+            await self._end_tree(b)
             if (
                 may_retry
                 and code != 0
@@ -198,7 +255,7 @@ class ProcessExecutor(BaseExecutor[_Process]):
                 and await asyncio.to_thread(_log_mentions_port_clash, b.log_path, log_offset)
             ):
                 raise _Retry
-            await self._report(b, code)
+            await self._ended_with(b, code)
             if b.stop_reason is not None:
                 raise StartFailed("stopped while starting", code)
             raise StartFailed("exited before it was ready", code)
@@ -207,7 +264,7 @@ class ProcessExecutor(BaseExecutor[_Process]):
             return f"{self._host}:{b.port}"
         # Not ready in time (or stopped meanwhile): it never served anyone, so no grace.
         killed = await self._kill_now(b)
-        await self._report(b, killed)
+        await self._ended_with(b, killed)
         if b.stop_reason is not None:
             raise StartFailed("stopped while starting", killed)
         if isinstance(probe_error, NotReady):
@@ -217,25 +274,49 @@ class ProcessExecutor(BaseExecutor[_Process]):
     async def _watch(self, b: _Process) -> None:
         assert b.wait_task is not None
         code = await b.wait_task
-        leader = b.proc.pid if b.proc is not None else b.adopted_pid
-        if leader is not None:
-            _kill_group(leader)
-        await self._report(b, code)
+        if b.proc is None and b.adopted_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(b.adopted_pid, signal.SIGKILL)  # what an adopted backend left behind
+        await self._end_tree(b)
+        await self._ended_with(b, code)
 
     async def _abort(self, b: _Process) -> None:
         if b.reporting:
             await b.reported.wait()
             return
-        await self._report(b, await self._kill_now(b))
+        await self._ended_with(b, await self._kill_now(b))
 
     async def _kill_now(self, b: _Process) -> int | None:
-        """SIGKILL the backend and what is left of its group; its exit code."""
+        """SIGKILL the backend and everything it started; its exit code."""
         self._signal(b, signal.SIGKILL)
         if b.wait_task is None or b.proc is None:
             return None
         code = await b.wait_task
-        _kill_group(b.proc.pid)
+        await self._end_tree(b)
         return code
+
+    def _track(self, backend_id: str, pid: int) -> ProcessTree:
+        cgroup = self._cgroups.for_backend(backend_id) if self._cgroups is not None else None
+        return ProcessTree(backend_id, pid, cgroup)
+
+    async def _end_tree(self, b: _Process) -> None:
+        """The leader has exited (and was reaped): SIGKILL whatever it left behind."""
+        if b.tree is not None:
+            b.tree.leader_reaped = True
+            await asyncio.to_thread(b.tree.kill)
+
+    async def _signal_tree(self, b: _Process, sig: signal.Signals) -> None:
+        """``sig`` to the group at once, then to every other process of the backend (once each)."""
+        self._signal(b, sig)
+        if b.tree is not None and not b.ended.is_set():
+            await asyncio.to_thread(functools.partial(b.tree.signal, sig, outside_group=True))
+
+    async def _ended_with(self, b: _Process, code: int | None, note: str = "") -> None:
+        """Close the backend's log with a last line (its time starts the log's expiry), report."""
+        if not b.reporting:
+            line = f"--- meridian: backend {b.backend_id} ended (exit code {code}) {note}".rstrip() + "\n"
+            await asyncio.to_thread(self.logs.append, b.backend_id, line.encode())
+        await self._report(b, code)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -264,26 +345,6 @@ class ProcessExecutor(BaseExecutor[_Process]):
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL what is left of a process group whose leader has exited (and been reaped).
-
-    Linux does not hand out a pid that is still some group's id, so while any member lives the
-    group id cannot have been recycled; an empty group answers ESRCH.
-    """
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _open_log(path: Path, header: bytes) -> tuple[BinaryIO, int]:
-    f = open(path, "ab")  # handed to the child, closed by the caller
-    offset = f.tell()
-    f.write(header)
-    f.flush()
-    return f, offset
 
 
 def _log_mentions_port_clash(path: Path, offset: int) -> bool:

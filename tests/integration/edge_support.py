@@ -40,6 +40,7 @@ async def running_edges(
         for name, spec in templates.items():
             r = await admin.put(f"/v1/templates/{name}", json=spec)
             assert r.status_code == 200, r.text
+    settings.setdefault("edge_domain", EDGE_DOMAIN)
     started: list[EdgeServer] = []
     try:
         for region in regions:
@@ -50,7 +51,6 @@ async def running_edges(
                     token=edge_token,
                     port=free_port(),
                     data_dir=data_dir / region,
-                    edge_domain=EDGE_DOMAIN,
                     **settings,
                 )
             )

@@ -381,6 +381,12 @@ async def test_sigterm_to_meridian_edge_serve_drains_then_exits(
 
             await _eventually(registered, 60)
             placed = await _eventually_connect(admin, "sigterm")
+
+            async def serving() -> bool:  # the new edge's replica has the token's signing key
+                async with http.get(placed["url"] + "info") as r:
+                    return r.status == 200
+
+            await _eventually(serving, 30)
             ws = await http.ws_connect(placed["url"].replace("http", "ws", 1) + "ws")
             edge.send_signal(signal.SIGTERM)
 

@@ -185,3 +185,17 @@ async def test_preview_needs_admin_or_observer(
     async with fleet.client("wrong-token") as wrong:
         assert (await wrong.post("/v1/placement/preview", json={"location": TOKYO})).status_code == 401
     assert (await admin.post("/v1/placement/preview", json={"location": TOKYO})).status_code == 200
+
+
+async def test_a_client_cannot_mint_itself_an_observer_token(fleet: RunningControl, client_token: str) -> None:
+    async with fleet.client(client_token) as client:
+        r = await client.post("/v1/tokens", json={"name": "peek", "scopes": ["observer"]})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+        r = await client.post("/v1/tokens", json={"name": "peek", "scopes": ["client", "observer"]})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+        assert (await client.get("/v1/fleet/events")).status_code == 403
+
+
+async def test_an_observer_cannot_be_confined_so_it_never_looks_narrower_than_it_is(admin: httpx.AsyncClient) -> None:
+    r = await admin.post("/v1/tokens", json={"name": "o", "scopes": ["observer"], "key_prefix": "tenant-a/"})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request")

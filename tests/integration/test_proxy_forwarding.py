@@ -227,6 +227,11 @@ async def test_the_same_request_through_every_path_reaches_the_backend_the_same(
         # a backend on the other edge: forwarded from this one, compared with asking that edge directly
         remote_forwarded = await _get(f"{base}/{remote['token']}/probe?x=1", CLIENT_HEADERS, s)
         remote_direct = await _get(f"{edge_url(other)}/{remote['token']}/probe?x=1", CLIENT_HEADERS, s)
+        remote_by_base = await _get(
+            f"{base}/{remote['backend_id']}/probe?x=1",
+            {**CLIENT_HEADERS, "Cookie": f"a=b; meridian_token={remote['token']}"},
+            s,
+        )
 
     reference = _comparable(seen["fast"])
     assert reference["host"] == "app.example:8080"
@@ -253,6 +258,7 @@ async def test_the_same_request_through_every_path_reaches_the_backend_the_same(
 
     assert anonymous(seen["waiting"]) == anonymous(seen["fast"])
     assert _comparable(remote_forwarded) == _comparable(remote_direct)
+    assert _comparable(remote_by_base) == _comparable(remote_direct)
     assert anonymous(remote_forwarded) == anonymous(seen["fast"])
     assert _header(remote_forwarded, "x-meridian-region") == "us-east"
     sub = seen["subdomain"]

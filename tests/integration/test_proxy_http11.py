@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from edge.app import EdgeServer
+from sync.models import Change, ChangeKind, ChangeOp
 from tests.conftest import RunningControl
 from tests.integration.edge_support import ECHO, RawConnection, connect, edge_url, running_edges, wait_ready
 
@@ -240,3 +241,24 @@ async def test_a_six_minute_event_stream_through_a_forwarded_path_is_never_cut(e
             else:
                 pytest.fail("the stream ended before its last event")
     assert events >= 36
+
+
+@pytest.mark.parametrize(("reason", "code"), [("superseded", 4000), ("requested", 1001)])
+async def test_a_websocket_whose_backend_ended_is_closed_with_a_code_that_says_why(
+    edges: list[EdgeServer], reason: str, code: int
+) -> None:
+    """The replica delivering the backend's termination (as after a partition's reconciliation)
+    closes its open WebSockets with a readable close frame."""
+    local, _ = edges
+    answer = await connect(local, f"ws-ended-{reason}")
+    await wait_ready(answer)
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{answer['url']}ws") as ws:
+            await ws.receive(timeout=10)
+            ended = {"id": answer["backend_id"], "status": "terminated", "termination_reason": reason}
+            local.fast.on_changes(
+                [Change(version=1, kind=ChangeKind.BACKEND, id=answer["backend_id"], op=ChangeOp.UPSERT, body=ended)]
+            )
+            closing = await ws.receive(timeout=10)
+    assert closing.type is aiohttp.WSMsgType.CLOSE and ws.close_code == code
+    assert closing.extra == ("superseded" if code == 4000 else "backend stopped")

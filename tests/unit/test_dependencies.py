@@ -22,6 +22,7 @@ NOT_IMPORTED = {
     "asyncpg-stubs": "types for mypy",
     "python-hcl2": "imported as hcl2",
     "python-nomad": "imported as nomad",
+    "schemathesis": "run as a tool by tests/integration/test_openapi_fuzz.py",
 }
 
 

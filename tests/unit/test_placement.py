@@ -25,7 +25,7 @@ from control.placement import (
     RankedRegion,
     Ranking,
     RegionCandidate,
-    haversine_km,
+    distance_km,
     is_locatable_ip,
     normalize_client_ip,
 )
@@ -161,10 +161,10 @@ def test_locator_reads_the_test_database(test_locator: GeoLocator) -> None:
 
 def test_london_to_dublin_distance_is_plausible() -> None:
     # Great-circle London-Dublin is about 460 km.
-    assert haversine_km(*LONDON, *KNOWN_REGIONS["eu-west"]) == pytest.approx(460, rel=0.05)
-    assert haversine_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(math.pi * 6371.0088)
-    assert haversine_km(90.0, 0.0, -90.0, 0.0) == pytest.approx(math.pi * 6371.0088)
-    assert haversine_km(10.0, 20.0, 10.0, 20.0) == 0.0
+    assert distance_km(*LONDON, *KNOWN_REGIONS["eu-west"]) == pytest.approx(460, rel=0.05)
+    assert distance_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(math.pi * 6371.0088)
+    assert distance_km(90.0, 0.0, -90.0, 0.0) == pytest.approx(math.pi * 6371.0088)
+    assert distance_km(10.0, 20.0, 10.0, 20.0) == 0.0
 
 
 # ---- fallback --------------------------------------------------------------------------------
@@ -709,6 +709,6 @@ def test_decisions_compare_by_value() -> None:
     b = placer.place(PlacementInput(location=LONDON), catalog())
     assert a == b and hash(a) == hash(b)
     assert a != placer.place(PlacementInput(location=CAPE_TOWN), catalog())
-    manual = PlacementDecision("eu-west", "pinned", 0.0, a.ranking, (53.35, -6.26))
+    manual = PlacementDecision("eu-west", "location", a.distance_km, LONDON, catalog())
     ranking: Ranking = manual.ranking
-    assert ranking == a.ranking and len(ranking) == 10
+    assert manual == a and ranking == a.ranking and len(ranking) == 10

@@ -11,6 +11,8 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.BACKOFF_INITIAL_S < timing.BACKOFF_MAX_S
     # Cached API-token lookups must expire long before a connection token does.
     assert timing.AUTH_CACHE_TTL_S < timing.CONNECTION_TOKEN_TTL_S
+    # A followed log shows new lines faster than rotation checks come round.
+    assert timing.LOG_FOLLOW_POLL_S <= timing.LOG_CHECK_S
     # A deleted API token is refused by every control plane as soon as by every edge.
     assert timing.AUTH_CACHE_TTL_S <= timing.TOKEN_REVOCATION_PROPAGATION_S
     # Fleet gauges are re-read more often than a node takes to be lost, so the gauges show it.
@@ -20,6 +22,14 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
     # A slow request head is cut well before an idle kept-alive connection would be.
     assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
+
+
+def test_a_dns_outage_costs_little_and_rarely() -> None:
+    # A lookup against a silent DNS server gives up within a few seconds, and is not retried on
+    # every heartbeat: the last good answer is used meanwhile.
+    assert timing.DISCOVERY_LOOKUP_TIMEOUT_S * 2 < timing.NODE_LOST_AFTER_S
+    assert timing.DISCOVERY_RETRY_S >= timing.HEARTBEAT_INTERVAL_S * 3
+    assert timing.DISCOVERY_MIN_TTL_S <= timing.DISCOVERY_RETRY_S < timing.DISCOVERY_MAX_TTL_S
 
 
 def test_a_drain_leaves_a_new_user_time_to_open_their_connection() -> None:

@@ -8,6 +8,7 @@ export const ERROR_CODES = [
   "key_held",
   "no_capacity",
   "template_unknown",
+  "executor_unavailable",
   "region_unknown",
   "payload_too_large",
   "snapshot_required",

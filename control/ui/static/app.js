@@ -6,6 +6,7 @@ import { HEALTH_TEXT, health, lag, load } from "./fleet.js";
 import { WorldMap } from "./map.js";
 import { follow } from "./sse.js";
 
+performance.mark("app-start"); // every module is loaded and this one runs
 const $ = (id) => document.getElementById(id);
 
 const map = new WorldMap({ onPick: (lat, lon) => preview(lat, lon) });
@@ -13,7 +14,7 @@ const table = new BackendTable();
 const page = new BackendPage({ onAuthError: (error) => askToken(error.explanation) });
 let stopFleet = null;
 let rendered = false;
-const landDrawn = map.loadLand();
+const landDrawn = map.loadLand().then(() => performance.mark("land-drawn"));
 
 function status(text) {
   $("status").textContent = text;
@@ -44,7 +45,10 @@ function start() {
   stopFleet?.();
   status("connecting…");
   stopFleet = follow("/v1/fleet/events", {
-    onOpen: () => status("live"),
+    onOpen: () => {
+      performance.mark("stream-open");
+      status("live");
+    },
     onEvent: (e) => {
       const data = JSON.parse(e.data);
       if (e.event === "regions") showRegions(data);
@@ -84,6 +88,7 @@ function showRegions({ version, regions }) {
   status(`live · system version ${version}`);
   if (!rendered) {
     rendered = true;
+    performance.mark("first-regions");
     // First render: the continents and the regions' markers are both on the map.
     landDrawn.then(() => {
       document.body.dataset.rendered = String(performance.now());

@@ -1,0 +1,73 @@
+"""The executors of one edge, behind the one :class:`~edge.executors.base.Executor` interface the
+drone drives: ``start`` goes to the executor the template names, ``stop`` and ``status`` to
+whichever executor knows the backend. A template for an executor this edge lacks is refused
+(``StartRefused``) before anything runs; the control plane refuses such connects earlier, from the
+executors each edge lists in its heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+from sync.models import ExecutorKind, TerminationReason
+
+from .base import BaseExecutor, ExecutorError, ExecutorStatus, SpawnRequest, StartRefused
+
+__all__ = ["ExecutorError", "Executors"]
+
+log = logging.getLogger(__name__)
+
+
+class Executors:
+    kind = "router"
+
+    def __init__(self, executors: Mapping[str, BaseExecutor[Any]]) -> None:
+        self._by_kind = dict(executors)
+
+    @property
+    def kinds(self) -> list[ExecutorKind]:
+        """What this edge can run, in a stable order (reported by every heartbeat)."""
+        return [cast(ExecutorKind, kind) for kind in sorted(self._by_kind)]
+
+    def get(self, kind: str) -> BaseExecutor[Any] | None:
+        return self._by_kind.get(kind)
+
+    async def start(self, req: SpawnRequest) -> str:
+        executor = self._by_kind.get(req.template.executor)
+        if executor is None:
+            raise StartRefused(f"this edge has no {req.template.executor!r} executor (it has: {', '.join(self.kinds)})")
+        return await executor.start(req)
+
+    def _owner(self, backend_id: str) -> BaseExecutor[Any] | None:
+        for executor in self._by_kind.values():
+            if executor.status(backend_id) != "unknown":
+                return executor
+        return None
+
+    async def stop(self, backend_id: str, *, hard: bool, reason: TerminationReason) -> None:
+        executor = self._owner(backend_id)
+        if executor is not None:
+            await executor.stop(backend_id, hard=hard, reason=reason)
+
+    def status(self, backend_id: str) -> ExecutorStatus:
+        executor = self._owner(backend_id)
+        return "unknown" if executor is None else executor.status(backend_id)
+
+    async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The backend's log from whichever executor has it; None when none has."""
+        owner = self._owner(backend_id)
+        candidates = [owner] if owner is not None else list(self._by_kind.values())
+        for executor in candidates:
+            stream = await executor.read_logs(backend_id, tail=tail, follow=follow)
+            if stream is not None:
+                return stream
+        return None
+
+    async def close(self) -> None:
+        results = await asyncio.gather(*(e.close() for e in self._by_kind.values()), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise ExecutorError(f"{len(errors)} executor(s) did not close cleanly: {errors[0]}")

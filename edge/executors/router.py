@@ -56,6 +56,15 @@ class Executors:
         executor = self._owner(backend_id)
         return "unknown" if executor is None else executor.status(backend_id)
 
+    async def adopt(self, req: SpawnRequest) -> str | None:
+        """Take over a backend an earlier edge process started (edge/drone.py `restore`)."""
+        adopt = getattr(self._by_kind.get(req.template.executor), "adopt", None)
+        return await adopt(req) if adopt is not None else None
+
+    def pid(self, backend_id: str) -> int | None:
+        pid = getattr(self._owner(backend_id), "pid", None)
+        return pid(backend_id) if pid is not None else None
+
     async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
         """The backend's log from whichever executor has it; None when none has."""
         owner = self._owner(backend_id)

@@ -23,6 +23,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,
+    # A connection whose server died mid-statement ("cannot switch to state …"): the database is down.
+    asyncpg.InternalClientError,
     TimeoutError,
 )
 

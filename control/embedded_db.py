@@ -128,6 +128,8 @@ class QuietDuringOutage(logging.Filter):
         self.outage = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Before the supervisor has noticed, one line without asyncpg's traceback is enough.
+        record.exc_info, record.exc_text = None, None
         return not self.outage
 
 

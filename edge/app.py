@@ -176,6 +176,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         )
         replica.add_listener(app[keys.PROXY].on_changes)
         tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
+        tel.watch_journal(lambda: journal.pending)
         drone.add_stop_listener(app[keys.PROXY].on_backend_stopping)
         app[keys.OFFLINE] = OfflineConnect(
             replica=replica,

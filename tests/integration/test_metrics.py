@@ -106,6 +106,7 @@ async def test_connect_and_proxy_metrics_move_with_real_requests(
     # The edge scrape came first: the control plane may have committed more since, never less.
     assert 0 < value(edge_after, "meridian_sync_applied_version") <= value(control_after, "meridian_sync_version")
     assert value(edge_after, "meridian_sync_reachable") == 1
+    assert any(n == "meridian_journal_pending" for n, _ in edge_after)  # wired to the offline journal
     assert value(control_after, "meridian_backends", region="eu-west") == 1
     assert value(control_after, "meridian_edge_nodes", region="eu-west", healthy="true") == 1
     lag = [k for k in control_after if k[0] == "meridian_sync_lag_versions"]

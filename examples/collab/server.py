@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,6 +62,17 @@ def make_app(control_url: str, token: str) -> web.Application:
     return app
 
 
+def build_typescript_client() -> None:
+    """The page loads the TypeScript client's build: make it once (npm, from the committed lock file)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("the page needs the TypeScript client built and npm is missing: install npm and run it again")
+    print("building the TypeScript client (once): npm ci && npm run build", flush=True)
+    for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
+        if subprocess.run([npm, *step], cwd=PACKAGE).returncode != 0:
+            sys.exit(f"npm {' '.join(step)} failed in {PACKAGE}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--control-url", default="http://127.0.0.1:8700")
@@ -67,7 +80,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     if not (PACKAGE / "dist" / "browser.js").exists():
-        sys.exit(f"build the TypeScript client first: cd {PACKAGE} && npm ci && npm run build")
+        build_typescript_client()
     print(f"collaborative page on http://127.0.0.1:{args.port}/ (open it in two tabs)", flush=True)
     web.run_app(make_app(args.control_url, args.token), host="127.0.0.1", port=args.port, print=None)
 

@@ -159,7 +159,9 @@ class SyncLoop:
         """One long-poll; False when the reply shows a gap (the caller re-snapshots)."""
         cursor = self._sink.applied_version
         assert cursor is not None
-        reply = await self._client.changes(cursor, self._wait_s)
+        # While the control plane counts as unreachable, ask without waiting: an idle state would
+        # otherwise hold the first poll after an outage for a whole long-poll before we knew.
+        reply = await self._client.changes(cursor, self._wait_s if self.reachable else 0)
         await self._set_reachable(True)
         problem = reply_problem(reply, cursor, self._sink.epoch)
         if problem is not None:

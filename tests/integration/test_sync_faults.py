@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from sync.client import ClientTimeouts, ProtocolError, SyncClient
 from sync.errors import (
@@ -169,6 +170,27 @@ async def test_500_then_recovery(fake: fc.FakeControl, edge: Edge) -> None:
     await fake.changes_actions.put(fc.changes(5, 6, [(6, "region", "r", fc.region("r", 6.0))]))
     await edge.caught_up(6)
     assert _loop(edge).reachable and _loop(edge).last_error is None
+
+
+async def test_the_first_poll_after_an_outage_does_not_wait(fake: fc.FakeControl, edge: Edge) -> None:
+    """An idle control plane that comes back must not hold the edge in 'unreachable' (and its
+    journal unreplayed) for a whole long-poll: the first poll after a failure asks without waiting."""
+    await _started_at_v5(fake, edge)
+    waits: list[str] = []
+
+    def recorded(action: fc.Action) -> fc.Action:
+        async def act(request: web.Request) -> web.StreamResponse:
+            waits.append(request.query["wait"])
+            return await action(request)
+
+        return act
+
+    await fake.changes_actions.put(fc.error_reply(500, "internal"))
+    await _failures(edge, 1)
+    await fake.changes_actions.put(recorded(fc.changes(5, 6, [(6, "region", "r", fc.region("r", 6.0))])))
+    await fake.changes_actions.put(recorded(fc.changes(6, 7, [(7, "region", "r", fc.region("r", 7.0))])))
+    await edge.caught_up(7)
+    assert [float(w) for w in waits] == [0.0, 5.0]
 
 
 async def test_a_hung_control_plane_is_given_up_on(fake: fc.FakeControl, tmp_path: Path) -> None:

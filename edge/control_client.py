@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -10,8 +11,10 @@ from sync.discovery import ControlEndpoints, endpoints_for, with_failover
 from sync.errors import ControlPlaneUnreachable, MeridianError, error_from_body
 from sync.models import HeartbeatIn, HeartbeatOut, StatusReport
 from sync.offline import ReplayIn, ReplayOut
+from sync.timing import CONTROL_PROBE_CONNECT_S, CONTROL_PROBE_QUIET_S
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=CONTROL_PROBE_CONNECT_S)
 
 
 class ControlClient:
@@ -22,6 +25,12 @@ class ControlClient:
         self._endpoints = endpoints_for(base_url) if isinstance(base_url, str) else base_url
         self._auth = {"Authorization": f"Bearer {token}"}
         self._session = session
+        self._timed_out_at = -float("inf")  # monotonic time of the last call that timed out
+
+    def probe_worthwhile(self) -> bool:
+        """Whether a call is worth trying while sync counts the control plane as unreachable: a
+        refused connection fails at once, so only a timeout in the last few moments says to skip it."""
+        return time.monotonic() - self._timed_out_at >= CONTROL_PROBE_QUIET_S
 
     @property
     def base_url(self) -> str:
@@ -35,17 +44,25 @@ class ControlClient:
         return status, payload
 
     async def _post_answer(
-        self, path: str, body: Any, headers: dict[str, str] | None = None, *, idempotent: bool = True
+        self,
+        path: str,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        idempotent: bool = True,
+        timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
     ) -> tuple[int, Any, str | None]:
         async def once(base_url: str) -> tuple[int, Any, str | None]:
-            return await self._post_to(base_url + path, body, headers)
+            return await self._post_to(base_url + path, body, headers, timeout)
 
         return await with_failover(self._endpoints, once, idempotent=idempotent)
 
-    async def _post_to(self, url: str, body: Any, headers: dict[str, str] | None) -> tuple[int, Any, str | None]:
+    async def _post_to(
+        self, url: str, body: Any, headers: dict[str, str] | None, timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, Any, str | None]:
         try:
             async with self._session.post(
-                url, json=body, headers={**self._auth, **(headers or {})}, timeout=REQUEST_TIMEOUT
+                url, json=body, headers={**self._auth, **(headers or {})}, timeout=timeout
             ) as resp:
                 try:
                     payload = await resp.json(content_type=None)
@@ -56,6 +73,8 @@ class ControlClient:
                     retry_after = None  # only delta-seconds is passed on
                 return resp.status, payload, retry_after
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors too
+                self._timed_out_at = time.monotonic()
             raise ControlPlaneUnreachable(f"control plane unreachable: {exc}") from exc
 
     async def heartbeat(self, hb: HeartbeatIn) -> HeartbeatOut:
@@ -69,10 +88,19 @@ class ControlClient:
         if status not in (200, 404):  # 404: the control plane forgot it; the heartbeat says so too
             raise error_from_body(status, body)
 
-    async def connect(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, str | None]:
-        """Forward a connect; returns the control plane's status, body and Retry-After as they are."""
+    async def connect(
+        self, body: dict[str, Any], headers: dict[str, str], *, probing: bool = False
+    ) -> tuple[int, Any, str | None]:
+        """Forward a connect; returns the control plane's status, body and Retry-After as they are.
+        `probing`: sync counts the control plane as unreachable, so give up on the dial sooner."""
         # A keyed connect is setdefault: sending it again elsewhere cannot make a second backend.
-        return await self._post_answer("/v1/connect", body, headers, idempotent=body.get("key") is not None)
+        return await self._post_answer(
+            "/v1/connect",
+            body,
+            headers,
+            idempotent=body.get("key") is not None,
+            timeout=PROBE_TIMEOUT if probing else REQUEST_TIMEOUT,
+        )
 
     async def replay(self, node_id: str, replay: ReplayIn) -> ReplayOut:
         """Hand the journal's pending entries to the control plane (POST /v1/nodes/{id}/journal)."""

@@ -86,7 +86,9 @@ async def _connect(request: web.Request) -> web.Response:
         if answer is not None:
             request[CONNECT_OUTCOME] = "replica"
             return web.json_response(add_routing_urls(app[app_keys.SETTINGS], answer))
-    if not app[app_keys.SYNC_LOOP].reachable:
+    sync_loop, control = app[app_keys.SYNC_LOOP], app[app_keys.CONTROL]
+    probing = not sync_loop.reachable
+    if probing and not control.probe_worthwhile():
         return await _offline(request, body, caller)
     trusted = set(caller.scopes) & {Scope.ADMIN, Scope.EDGE}
     forwarded = body.model_dump(mode="json", exclude_none=True)
@@ -99,9 +101,13 @@ async def _connect(request: web.Request) -> web.Response:
     }
     try:
         with control_call(app, "POST /v1/connect", headers):
-            status_code, payload, retry_after = await app[app_keys.CONTROL].connect(forwarded, headers)
+            status_code, payload, retry_after = await control.connect(forwarded, headers, probing=probing)
     except ControlPlaneUnreachable:
         return await _offline(request, body, caller)
+    if probing:
+        if status_code >= 500:  # it answers but cannot serve (its database is down): still offline
+            return await _offline(request, body, caller)
+        sync_loop.nudge()  # the control plane answered before sync noticed it was back
     if status_code == 200 and isinstance(payload, dict):
         payload = add_routing_urls(app[app_keys.SETTINGS], payload)
     if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):

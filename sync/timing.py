@@ -94,6 +94,14 @@ STATUS_STREAM_KEEPALIVE_S: float = 15.0
 """An edge's browser status stream (`GET /v1/status/{token}`) sends a comment after this much
 silence, so proxies keep it open; it also re-checks the token's expiry then."""
 
+CONTROL_PROBE_CONNECT_S: float = 1.0
+"""While sync counts the control plane as unreachable, a connect still tries it first (it may be
+back before sync has noticed), dialling for at most this long before it answers offline."""
+
+CONTROL_PROBE_QUIET_S: float = 1.0
+"""After a call to the control plane timed out, connects go offline at once for this long instead of
+each waiting out a dial (a refused dial costs nothing and never makes connects skip the try)."""
+
 RECONCILE_WITHIN_S: float = 5.0
 """Promise: once the control plane answers again, every edge's journal is reconciled within this
 (an edge notices through its next heartbeat, then replays)."""

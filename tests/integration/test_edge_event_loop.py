@@ -14,12 +14,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from blockbuster import blockbuster_ctx
 
 from edge import keys
 from edge.app import send_heartbeat, start_edge
 from edge.settings import EdgeSettings
 from sync.net import free_port
+from sync.offline import NODE_TAG_BITS
 from tests.conftest import ADMIN_TOKEN, RunningControl
 
 SLOW_CALLBACK_S = 1.0
@@ -66,6 +68,15 @@ async def running_edge(
 ) -> AsyncIterator[str]:
     """An edge in this loop, registered with the control plane and synced up to its current version
     (awaited, not polled), so the first connect at the edge succeeds."""
+    async with running_edge_app(control, edge_token, data_dir, templates) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def running_edge_app(
+    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, dict] | None = None
+) -> AsyncIterator[tuple[str, web.Application]]:
+    """`running_edge`, with the edge's application for tests that look inside it."""
     async with control.client() as admin:
         for name, spec in (templates or {"demo": DEMO}).items():
             assert (await admin.put(f"/v1/templates/{name}", json=spec)).status_code == 200
@@ -84,7 +95,7 @@ async def running_edge(
         async with control.client() as admin:
             version = (await admin.get("/healthz")).json()["version"]
         await asyncio.wait_for(edge.app[keys.SYNC_LOOP].wait_applied(version), 30)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", edge.app
     finally:
         await edge.stop()
 
@@ -116,6 +127,25 @@ async def test_clean_edge_shutdown_stops_its_backends_and_frees_their_keys(
     assert got["status"] == "terminated" and got["termination_reason"] == "requested"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_a_connect_reaches_a_control_plane_that_is_back_before_sync_has_noticed(
+    control: RunningControl, edge_token: str, tmp_path: Path, strict_loop: None
+) -> None:
+    # Right after an outage an edge's sync may still be backing off; a connect then must not spawn a
+    # second, offline backend for a key the control plane already holds somewhere else.
+    async with running_edge_app(control, edge_token, tmp_path / "edge") as (url, app):
+        async with control.client() as admin:
+            elsewhere = await admin.post("/v1/connect", json={"key": "behind", "template": "demo"})
+        assert elsewhere.status_code == 200, elsewhere.text
+        sync_loop = app[keys.SYNC_LOOP]
+        sync_loop.reachable = False  # what it says until its backoff runs out
+        body = await _connect(url, "behind")
+        assert body["placement"]["reason"] != "offline"
+        assert body["backend_id"] == elsewhere.json()["backend_id"]
+        fresh = await _connect(url, "behind-new")
+        assert fresh["placement"]["reason"] != "offline" and fresh["fencing_token"] < 1 << NODE_TAG_BITS
+        await asyncio.wait_for(sync_loop.wait_until(lambda loop: loop.reachable), 10)
 
 
 async def test_connect_proxy_and_websocket_never_block_the_loop(edge: str) -> None:

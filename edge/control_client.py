@@ -50,19 +50,19 @@ class ControlClient:
         headers: dict[str, str] | None = None,
         *,
         idempotent: bool = True,
-        timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+        limits: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
     ) -> tuple[int, Any, str | None]:
         async def once(base_url: str) -> tuple[int, Any, str | None]:
-            return await self._post_to(base_url + path, body, headers, timeout)
+            return await self._post_to(base_url + path, body, headers, limits)
 
         return await with_failover(self._endpoints, once, idempotent=idempotent)
 
     async def _post_to(
-        self, url: str, body: Any, headers: dict[str, str] | None, timeout: aiohttp.ClientTimeout
+        self, url: str, body: Any, headers: dict[str, str] | None, limits: aiohttp.ClientTimeout
     ) -> tuple[int, Any, str | None]:
         try:
             async with self._session.post(
-                url, json=body, headers={**self._auth, **(headers or {})}, timeout=timeout
+                url, json=body, headers={**self._auth, **(headers or {})}, timeout=limits
             ) as resp:
                 try:
                     payload = await resp.json(content_type=None)
@@ -99,7 +99,7 @@ class ControlClient:
             body,
             headers,
             idempotent=body.get("key") is not None,
-            timeout=PROBE_TIMEOUT if probing else REQUEST_TIMEOUT,
+            limits=PROBE_TIMEOUT if probing else REQUEST_TIMEOUT,
         )
 
     async def replay(self, node_id: str, replay: ReplayIn) -> ReplayOut:

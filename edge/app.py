@@ -33,6 +33,7 @@ from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
 from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
+from edge.warm_pool import WarmPool
 from sync.client import SyncClient
 from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
@@ -142,6 +143,14 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
+        pool = WarmPool(
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            replica=replica,
+            capacity=settings.capacity,
+            running=lambda: drone.running(),
+            draining=lambda: app[keys.DRAIN].draining,
+        )
         drone = Drone(
             node_id=app[keys.NODE_ID],
             region=settings.region,
@@ -151,6 +160,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
             journal=journal,
             online=lambda: app[keys.SYNC_LOOP].reachable,
+            pool=pool,
         )
         executor = build_executors(settings, drone.on_exit)
         app[keys.EXECUTORS] = executor

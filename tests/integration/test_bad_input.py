@@ -270,7 +270,7 @@ POOLED = {**PROCESS, "warm_pool": 2, "claim_path": "/_meridian/claim"}
     ],
 )
 async def test_bad_warm_pool_and_claim_path_are_400_with_their_field(
-    admin: httpx.AsyncClient, body: dict, field: str
+    admin: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
     v = await version(admin)
     r = await admin.put("/v1/templates/t", json=body)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text
+from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text, UrlPath
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -115,6 +115,10 @@ class FromEdgeEnv(Strict):
     from_edge_env: EnvName
 
 
+MAX_WARM_POOL = 1000
+"""Most pool members a template may ask each node to keep (the node's capacity bounds it too)."""
+
+
 class TemplateSpec(Strict):
     executor: ExecutorKind
     argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
@@ -134,6 +138,19 @@ class TemplateSpec(Strict):
     max_body_bytes: int | None = Field(
         default=None, ge=1024, le=1 << 36, description="Largest request body for this template's backends."
     )
+    warm_pool: int = Field(
+        default=0,
+        strict=True,
+        ge=0,
+        le=MAX_WARM_POOL,
+        description="Started, unclaimed backends each edge node keeps of this template (per node; process "
+        "executor only; needs claim_path). A new key's backend claims one instead of starting.",
+    )
+    claim_path: UrlPath | None = Field(
+        default=None,
+        description="Where the edge POSTs a pooled backend's identity (key, backend id, fencing token, user) "
+        "when a new key claims it; a 2xx answer claims it.",
+    )
 
     @model_validator(mode="after")
     def _executor_needs(self) -> TemplateSpec:
@@ -141,6 +158,8 @@ class TemplateSpec(Strict):
             raise ValueError("a process template needs a non-empty argv")
         if self.executor == "nomad" and not (self.image or self.argv):
             raise ValueError("a nomad template needs an image (docker) or an argv (raw_exec)")
+        if self.warm_pool and (self.executor != "process" or self.claim_path is None):
+            raise ValueError("warm_pool needs the process executor and a claim_path")
         return self
 
 

@@ -237,3 +237,44 @@ async def test_nul_in_a_revoke_user_or_token_name_is_400(admin: httpx.AsyncClien
     assert r.status_code == 400 and "user" in r.json()["error"]["fields"], r.text
     r = await admin.post("/v1/tokens", json={"name": "n" + NUL, "scopes": ["client"]})
     assert r.status_code == 400 and "name" in r.json()["error"]["fields"], r.text
+
+
+POOLED = {**PROCESS, "warm_pool": 2, "claim_path": "/_meridian/claim"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**POOLED, "warm_pool": -1}, "warm_pool"),
+        ({**POOLED, "warm_pool": 1001}, "warm_pool"),
+        ({**POOLED, "warm_pool": "2"}, "warm_pool"),
+        ({**POOLED, "claim_path": "claim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim\r\nX-Evil: 1"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim\n"}, "claim_path"),
+        ({**POOLED, "claim_path": "/a/../b"}, "claim_path"),
+        ({**POOLED, "claim_path": "/a/.."}, "claim_path"),
+        ({**POOLED, "claim_path": "//evil.example/claim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim?x=1"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim#frag"}, "claim_path"),
+        ({**POOLED, "claim_path": "/cl aim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/" + "a" * 1024}, "claim_path"),
+        ({**PROCESS, "warm_pool": 2}, "body"),  # a pool needs a claim path
+        ({"executor": "nomad", "image": "img", "warm_pool": 1, "claim_path": "/c"}, "body"),  # process only
+    ],
+)
+async def test_bad_warm_pool_and_claim_path_are_400_with_their_field(
+    admin: httpx.AsyncClient, body: dict, field: str
+) -> None:
+    v = await version(admin)
+    r = await admin.put("/v1/templates/t", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "bad_request"
+    assert any(k.startswith(field) for k in r.json()["error"]["fields"]), r.json()
+    assert "\r" not in r.text and "X-Evil: 1" not in r.text.replace("\\r\\n", "")
+    assert await version(admin) == v
+
+
+async def test_a_warm_pool_template_is_accepted_and_shown_to_admins(admin: httpx.AsyncClient) -> None:
+    r = await admin.put("/v1/templates/t", json={**POOLED, "claim_path": "/_meridian/claim-v1.json"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["spec"]["warm_pool"], r.json()["spec"]["claim_path"]) == (2, "/_meridian/claim-v1.json")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -29,10 +30,11 @@ def _mint(cluster: DevCluster, by: str, **body: object) -> httpx.Response:
     return httpx.post(f"{cluster.control_url}/v1/tokens", json={"scopes": ["client"], **body}, headers=_auth(by))
 
 
-def _token(cluster: DevCluster, by: str = ADMIN, **body: object) -> dict:
+def _token(cluster: DevCluster, by: str = ADMIN, **body: object) -> dict[str, Any]:
     r = _mint(cluster, by, **body)
     assert r.status_code == 201, r.text
-    return r.json()
+    result: dict[str, Any] = r.json()
+    return result
 
 
 def _urls(cluster: DevCluster) -> list[str]:
@@ -44,9 +46,10 @@ def _connect(url: str, token: str, **body: object) -> httpx.Response:
     return httpx.post(f"{url}/v1/connect", json={"template": "demo", **body}, headers=_auth(token), timeout=30)
 
 
-def _claims(connection_token: str) -> dict:
+def _claims(connection_token: str) -> dict[str, Any]:
     payload = connection_token.split(".")[2]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return result
 
 
 def _wait_edges_caught_up(cluster: DevCluster, timeout_s: float = 10) -> None:
@@ -67,7 +70,7 @@ def tenants(cluster: DevCluster) -> Iterator[dict[str, str]]:
     yield {"a": a, "b": b}
 
 
-def test_each_tenant_connects_only_under_its_prefix_everywhere(cluster: DevCluster, tenants: dict) -> None:
+def test_each_tenant_connects_only_under_its_prefix_everywhere(cluster: DevCluster, tenants: dict[str, Any]) -> None:
     for url in _urls(cluster):
         r = _connect(url, tenants["a"], key="tenant-b/doc-1")
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (url, r.text)
@@ -80,7 +83,7 @@ def test_each_tenant_connects_only_under_its_prefix_everywhere(cluster: DevClust
 
 
 def test_a_tenant_cannot_read_terminate_revoke_list_or_follow_the_others_backend(
-    cluster: DevCluster, tenants: dict
+    cluster: DevCluster, tenants: dict[str, Any]
 ) -> None:
     theirs = _connect(cluster.edge_url(1), tenants["b"], key="tenant-b/secret-doc").json()
     mine = _connect(cluster.edge_url(1), tenants["a"], key="tenant-a/own-doc").json()
@@ -137,7 +140,9 @@ def test_a_user_bound_token_obtains_tokens_only_for_its_user_and_mints_none_for_
     assert child["user"] == "alice" and child["key_prefix"] == "tenant-a/sub/"
 
 
-def test_template_argv_env_and_image_are_invisible_to_client_tokens(cluster: DevCluster, tenants: dict) -> None:
+def test_template_argv_env_and_image_are_invisible_to_client_tokens(
+    cluster: DevCluster, tenants: dict[str, Any]
+) -> None:
     spec = {"executor": "process", "argv": ["python3", "-m", "secret_app"], "env": {"DATABASE_URL": SECRET_URL}}
     assert httpx.put(f"{cluster.control_url}/v1/templates/secretive", json=spec, headers=ADMIN_AUTH).status_code == 200
     with httpx.Client(base_url=cluster.control_url, headers=_auth(tenants["a"]), timeout=10) as a:
@@ -188,7 +193,7 @@ def test_tokens_expire_at_the_control_plane_and_every_edge(cluster: DevCluster) 
         assert r.status_code == 401, (url, r.text)
 
 
-def test_listing_and_deleting_tokens_stays_within_ones_own(cluster: DevCluster, tenants: dict) -> None:
+def test_listing_and_deleting_tokens_stays_within_ones_own(cluster: DevCluster, tenants: dict[str, Any]) -> None:
     child = _token(cluster, tenants["a"], name="a child")
     other = _token(cluster, tenants["b"], name="b child")
     listed = httpx.get(f"{cluster.control_url}/v1/tokens", headers=_auth(tenants["a"])).json()
@@ -202,7 +207,7 @@ def test_listing_and_deleting_tokens_stays_within_ones_own(cluster: DevCluster, 
     )
 
 
-def test_a_connect_right_after_a_revoke_gets_a_working_token(cluster: DevCluster, tenants: dict) -> None:
+def test_a_connect_right_after_a_revoke_gets_a_working_token(cluster: DevCluster, tenants: dict[str, Any]) -> None:
     first = _connect(cluster.edge_url(0), tenants["a"], key="tenant-a/revoked-doc").json()
     assert httpx.get(first["url"], timeout=30).status_code == 200
     r = httpx.post(f"{cluster.control_url}/v1/backends/{first['backend_id']}/revoke", json={}, headers=ADMIN_AUTH)

@@ -28,6 +28,7 @@ from edge.executors import (
     StartRefused,
 )
 from edge.executors import process as process_module
+from sync import net
 from sync.models import FromEdgeEnv, TemplateSpec, TerminationReason
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -202,11 +203,6 @@ def request(spec: TemplateSpec, **kw: object) -> SpawnRequest:
 
 
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
 async def executor(recorder: Recorder, tmp_path: Path) -> AsyncIterator[ProcessExecutor]:
     ex = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
     try:
@@ -363,7 +359,7 @@ async def test_port_taken_before_the_backend_binds_is_retried_on_a_new_port(
     squatter.listen()
     taken = squatter.getsockname()[1]
     ports = iter([taken])
-    real = process_module.free_port
+    real = net.free_port
     monkeypatch.setattr(process_module, "free_port", lambda host: next(ports, None) or real(host))
     try:
         req = request(process_spec(DEMO))

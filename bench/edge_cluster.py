@@ -20,10 +20,12 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @contextlib.contextmanager
-def dev_cluster(data_dir: Path, regions: list[str] | None = None) -> Iterator[DevCluster]:
+def dev_cluster(
+    data_dir: Path, regions: list[str] | None = None, edge_args: tuple[str, ...] = ()
+) -> Iterator[DevCluster]:
     """Started cluster; every process of it (backends included) stopped on exit, failure included."""
     regions = regions or ["eu-west"]
-    cluster = DevCluster(regions, free_port_block(len(regions) + 1), data_dir, ADMIN_TOKEN)
+    cluster = DevCluster(regions, free_port_block(len(regions) + 1), data_dir, ADMIN_TOKEN, edge_args=edge_args)
     try:
         cluster.start()
         yield cluster

@@ -200,6 +200,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         replica.add_listener(app[keys.PROXY].on_changes)
+        app[keys.PROXY].on_ready_wait = lambda s: tel.ready_wait_duration.record(s, {})
+        drone.timing = lambda step, s, attrs: tel.start_step_duration.record(s, {"step": step, **attrs})
         tel.watch(activity=activity, drone=drone, loop=app[keys.SYNC_LOOP], replica=replica)
         tel.watch_journal(lambda: journal.pending)
         drone.add_stop_listener(app[keys.PROXY].on_backend_stopping)

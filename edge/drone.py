@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.executors import BackendExit, Executor, ExecutorError, PoolTag, SpawnRequest
@@ -92,8 +94,10 @@ class Drone:
         self._online = online
         self._stop_listeners: list[StopListener] = []
         self.pool = pool
-        self.claim_listeners: list[Callable[[LocalBackend, ClaimTimes, bool], None]] = []
-        """Called after each claim attempt (backend, times, claimed) — telemetry."""
+        self.timing: Callable[[str, float, dict[str, str]], None] = lambda _name, _s, _attrs: None
+        """Where the steps of a new backend's start are told (step, seconds, attributes): telemetry
+        (edge/telemetry.py), read by bench/cold_start.py. Steps: `assign` (connect's commit →
+        this node saw the assignment), `claim` (the claim calls), `ready` (assignment → ready)."""
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -222,6 +226,19 @@ class Drone:
                 del self.local[backend_id]  # the control plane has it: nothing left to report
                 self.activity.forget(backend_id)
 
+    def assigned(self, body: object) -> None:
+        """The fast route: the control plane's answer to a connect this edge forwarded carries the
+        new backend's record; if it was placed on this node, start it (claim a warm-pool member) now
+        rather than when the change feed brings the same record (the reconciler then finds it
+        started). Anything else is ignored: the feed remains the authority."""
+        try:
+            row = BackendState.model_validate(body)
+        except ValidationError:
+            log.warning("connect answer carried an assignment that is not a backend record; ignored")
+            return
+        if row.node_id == self.node_id and row.id not in self.local and row.status is BackendStatus.SCHEDULED:
+            self._start(row)
+
     def _add_local(self, local: LocalBackend) -> None:
         self.local[local.id] = local
         self._local_added.set()
@@ -233,6 +250,7 @@ class Drone:
             log.error("backend %s names template %s unknown to this edge", row.id, row.template_id)
             return
         local = LocalBackend(id=row.id, template=template.spec, state=row)
+        self.timing("assign", max(0.0, time.time() - row.created_at.timestamp()), {})
         self._add_local(local)
         self._journal_backend(row, template.spec, replay=False)
         self._report(local)
@@ -297,8 +315,7 @@ class Drone:
                 continue
             assert member.address is not None
             local.pool_member = member.id
-            for listener in self.claim_listeners:
-                listener(local, times, True)
+            self.timing("claim", times.post_s, {"outcome": "claimed"})
             if local.status is not BackendStatus.STARTING:  # stopped while the claim was on its way
                 await self.executor_stop(local.id, local.reason or TerminationReason.REQUESTED)
                 return True
@@ -309,8 +326,7 @@ class Drone:
                 self._spawn_task(self.journal.record_process(local.id, pid, member.address, pool_member=member.id))
             return True
         if times.members_tried:
-            for listener in self.claim_listeners:
-                listener(local, times, False)
+            self.timing("claim", times.post_s, {"outcome": "refused"})
         return False
 
     async def executor_stop(self, backend_id: str, reason: TerminationReason) -> None:
@@ -321,6 +337,8 @@ class Drone:
             log.warning("stopping backend %s failed: %s", backend_id, exc)
 
     def _ready(self, local: LocalBackend, address: str) -> None:
+        pooled = "true" if local.pool_member is not None else "false"
+        self.timing("ready", time.monotonic() - local.started_at, {"pooled": pooled})
         local.address = address
         local.status = BackendStatus.READY
         local.started_at = time.monotonic()

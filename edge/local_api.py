@@ -41,8 +41,15 @@ async def status(request: web.Request) -> web.Response:
             "journal_pending": app[app_keys.JOURNAL].pending,
             "fast_path_share": _fast_path_share(app),
             "draining": app[app_keys.DRAIN].draining,
+            "warm_pools": _warm_pools(app),
         }
     )
+
+
+def _warm_pools(app: web.Application) -> dict[str, int]:
+    """Ready, unclaimed warm-pool members by template id."""
+    pool = app[app_keys.DRONE].pool
+    return {} if pool is None else pool.available()
 
 
 def _fast_path_share(app: web.Application) -> float | None:
@@ -108,6 +115,9 @@ async def _connect(request: web.Request) -> web.Response:
         if status_code >= 500:  # it answers but cannot serve (its database is down): still offline
             return await _offline(request, body, caller)
         sync_loop.nudge()  # the control plane answered before sync noticed it was back
+    if isinstance(payload, dict) and "assignment" in payload:
+        # The fast route (never passed on: it holds the backend's secret): start it here at once.
+        app[app_keys.DRONE].assigned(payload.pop("assignment"))
     if status_code == 200 and isinstance(payload, dict):
         payload = add_routing_urls(app[app_keys.SETTINGS], payload)
     if status_code >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):

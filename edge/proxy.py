@@ -157,6 +157,8 @@ class Proxy:
         self.edge_domain = edge_domain.lower().lstrip(".") if edge_domain else None
         self.policy = policy
         self.fast_path: FastPathStats | None = None  # set once the raw-transport path is listening
+        self.on_ready_wait: Callable[[float], None] = lambda _s: None
+        """Told how long a request waited for its backend to be known and ready (telemetry)."""
         self.served_full = 0  # proxied requests served by this (aiohttp) path
         self._replica_changed = asyncio.Event()
         self._verified: dict[str, ConnectionClaims] = {}
@@ -336,7 +338,9 @@ class Proxy:
         claims = self.verify(incoming.token)
         if incoming.expect_backend is not None and claims.backend_id != incoming.expect_backend:
             raise Unauthorized("connection token is for another backend")
+        waited_from = None
         if self.drone.known_backend(claims.backend_id) is None:
+            waited_from = time.perf_counter()
             await self._known_backend(claims)
         backend = self.drone.known_backend(claims.backend_id)
         if backend is None or backend.is_terminated:
@@ -345,7 +349,12 @@ class Proxy:
             raise BackendGone(f"backend {claims.backend_id} is gone")
         if backend.node_id != self.node_id:
             return self._remote_target(headers, backend)
-        local = await self.drone.wait_settled(backend.id, self.ready_wait_s)
+        local = self.drone.local.get(backend.id)
+        if local is None or not local.settled.is_set():
+            waited_from = waited_from or time.perf_counter()
+            local = await self.drone.wait_settled(backend.id, self.ready_wait_s)
+        if waited_from is not None:
+            self.on_ready_wait(time.perf_counter() - waited_from)
         if local is None:
             raise BackendNotReady(f"backend {backend.id} is not ready yet; retry", retry_after_s=1.0)
         if local.address is None or not local.status.is_live:

@@ -66,6 +66,18 @@ class EdgeTelemetry:
             "s",
             "From the edge starting a backend to its readiness probe passing (or failing).",
         )
+        self.start_step_duration = self.base.histogram(
+            "meridian.backend.start_step.duration",
+            "s",
+            "Steps of a new backend's start on this node, by `step`: assign (the connect's transaction → this "
+            "node saw the assignment), claim (warm-pool claim calls, by `outcome`), ready (assignment seen → "
+            "ready, by `pooled`).",
+        )
+        self.ready_wait_duration = self.base.histogram(
+            "meridian.proxy.ready_wait.duration",
+            "s",
+            "How long a proxied request waited for its backend to be known here and ready (requests that waited).",
+        )
         self.sync_apply_duration = self.base.histogram(
             "meridian.sync.apply.duration", "s", "Time to apply one sync reply (changes) or snapshot to the replica."
         )

@@ -41,6 +41,10 @@ from sync.timing import BACKOFF_INITIAL_S, BACKOFF_MAX_S, WARM_POOL_CHECK_S, WAR
 
 log = logging.getLogger(__name__)
 
+MAX_STARTING = 4
+"""Members starting at once on one node: refilling a large pool must not starve the backends
+already running of CPU (a Python backend's start is mostly CPU)."""
+
 
 @dataclass(eq=False)
 class PoolMember:
@@ -231,7 +235,13 @@ class WarmPool:
 
     def _may_start(self, template_id: str, now: float) -> bool:
         room = self._running() + len(self.members) < self.capacity
-        return room and self.executor is not None and now >= self._not_before.get(template_id, 0.0)
+        starting = sum(1 for m in self.members.values() if m.address is None)
+        return (
+            room
+            and starting < MAX_STARTING
+            and self.executor is not None
+            and now >= self._not_before.get(template_id, 0.0)
+        )
 
     def _start(self, template_id: str, spec: TemplateSpec) -> None:
         member = PoolMember(
@@ -266,6 +276,7 @@ class WarmPool:
         if self.members.get(member.id) is member:
             member.address = address
             self._notify()
+            self._wake.set()  # the next member may start
         else:  # discarded while starting (drain, template renamed): it never serves anyone
             await self._discard(member.id)
 

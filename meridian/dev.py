@@ -69,6 +69,8 @@ class DevCluster:
     data_dir: Path
     admin_token: str
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    edge_args: tuple[str, ...] = ()
+    """More `meridian edge serve` flags for every edge (benchmarks: e.g. `--capacity`)."""
 
     @property
     def control_url(self) -> str:
@@ -117,6 +119,7 @@ class DevCluster:
                     str(self.data_dir / f"edge-{name}"),
                     "--token",
                     edge_token,
+                    *self.edge_args,
                 ],
                 logs / f"edge-{name}.log",
                 processes.clean_env(),

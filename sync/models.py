@@ -234,6 +234,12 @@ class ConnectResponse(Wire):
     placement: PlacementView
     base_path: str | None = None  # the backend's stable path prefix on an edge (path routing)
     subdomain_url: str | None = None  # when the answering edge has an edge domain
+    assignment: dict[str, Any] | None = Field(
+        default=None,
+        description="Edge callers only, for a backend this connect created: its record as sync will carry it, "
+        "so the edge it was placed on starts it at once instead of waiting for the change feed. An edge "
+        "never passes it on.",
+    )
 
 
 # ---- backends -------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ async def connect(
         status_base_url=state.settings.public_url or str(request.base_url),
         default_region=state.settings.placement.default_region,
         explain=explain,
+        for_edge=is_edge,
     )
     async with connect_outcome(request) as outcome:
         answer = await connect_service.connect(state.connect, body, ctx)

@@ -19,6 +19,7 @@ from sync.errors import ExecutorUnavailable, KeyHeld, NoCapacity, TemplateUnknow
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
 from sync.routing import base_path
+from sync.state import BackendState, from_row
 from sync.telemetry import with_trace_context
 from sync.timing import NODE_LOST_AFTER_S
 
@@ -33,6 +34,8 @@ class ConnectContext:
     status_base_url: str
     default_region: str | None
     explain: bool = False
+    for_edge: bool = False
+    """The request came through an edge: a new backend's record goes in the answer (the fast route)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectC
         status_url=f"{ctx.status_base_url.rstrip('/')}/v1/backends/{row['id']}",
         placement=placed.placement,
         base_path=base_path(row["id"]),
+        assignment=from_row(BackendState, row).body() if ctx.for_edge and placed.spawned else None,
     )
 
 

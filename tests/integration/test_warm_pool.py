@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,8 +23,9 @@ from edge.warm_pool import WarmPool
 from tests.conftest import ADMIN_TOKEN, RunningControl
 from tests.integration.test_edge_event_loop import running_edge_app
 
-DEMO = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
-POOLED = {**DEMO, "warm_pool": 2, "claim_path": "/_meridian/claim"}
+Json = dict[str, Any]
+DEMO: Json = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
+POOLED: Json = {**DEMO, "warm_pool": 2, "claim_path": "/_meridian/claim"}
 TIMEOUT_S = 30
 
 
@@ -52,26 +54,27 @@ def ready_members(pool: WarmPool) -> int:
 
 @contextlib.asynccontextmanager
 async def pooled_edge(
-    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, dict], **settings: object
+    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, Json], **settings: object
 ) -> AsyncIterator[tuple[str, web.Application]]:
     async with running_edge_app(control, edge_token, data_dir, templates, **settings) as (url, app):
         yield url, app
 
 
-async def connect(edge_url: str, key: str, template: str, user: str | None = None) -> dict:
+async def connect(edge_url: str, key: str, template: str, user: str | None = None) -> Json:
     body = {"key": key, "template": template, **({"user": user} if user else {})}
     async with aiohttp.ClientSession() as s:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         async with s.post(f"{edge_url}/v1/connect", json=body, headers=headers) as r:
-            answer = await r.json()
+            answer: Json = await r.json()
             assert r.status == 200, answer
             return answer
 
 
-async def info(answer: dict) -> dict:
+async def info(answer: Json) -> Json:
     async with aiohttp.ClientSession() as s, s.get(answer["url"] + "info") as r:
         assert r.status == 200, await r.text()
-        return await r.json()
+        seen: Json = await r.json()
+        return seen
 
 
 async def test_a_new_key_claims_a_ready_member_and_the_pool_refills(
@@ -112,7 +115,7 @@ async def test_a_new_key_claims_a_ready_member_and_the_pool_refills(
 async def test_a_member_that_refuses_its_claim_is_discarded_and_the_connect_starts_cold(
     control: RunningControl, edge_token: str, tmp_path: Path
 ) -> None:
-    refusing = {**POOLED, "warm_pool": 1, "claim_path": "/no-such-claim-route"}  # the demo answers 404
+    refusing: Json = {**POOLED, "warm_pool": 1, "claim_path": "/no-such-claim-route"}  # the demo answers 404
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"refusing": refusing}) as (url, app):
         pool = pool_of(app)
         async with asyncio_timeout():
@@ -132,8 +135,8 @@ async def test_a_member_that_refuses_its_claim_is_discarded_and_the_connect_star
 async def test_members_count_against_the_nodes_capacity(
     control: RunningControl, edge_token: str, tmp_path: Path
 ) -> None:
-    big_pool = {**POOLED, "warm_pool": 5}
-    templates = {"pooled": big_pool, "plain": DEMO}
+    big_pool: Json = {**POOLED, "warm_pool": 5}
+    templates: dict[str, Json] = {"pooled": big_pool, "plain": DEMO}
     async with pooled_edge(control, edge_token, tmp_path / "edge", templates, capacity=2) as (url, app):
         pool = pool_of(app)
         async with asyncio_timeout():
@@ -189,3 +192,42 @@ def asyncio_timeout() -> contextlib.AbstractAsyncContextManager[object]:
     import asyncio
 
     return asyncio.timeout(TIMEOUT_S)
+
+
+async def test_the_fast_route_starts_the_backend_from_the_connect_answer_without_the_feed(
+    control: RunningControl, edge_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pooled_edge(control, edge_token, tmp_path / "edge", {"pooled": POOLED}) as (url, app):
+        pool = pool_of(app)
+        async with asyncio_timeout():
+            await pool.wait_until(lambda p: ready_members(p) == 2)
+        drone = app[keys.DRONE]
+
+        async def feed_ignored() -> None:
+            return None
+
+        monkeypatch.setattr(drone, "_reconcile", feed_ignored)  # the change feed starts nothing now
+        async with aiohttp.ClientSession() as s:
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            body = {"key": "doc-fast", "template": "pooled"}
+            async with s.post(f"{url}/v1/connect", json=body, headers=headers) as r:
+                raw = await r.text()
+                answer: Json = await r.json()
+        assert r.status == 200 and "assignment" not in answer
+        secret = app[keys.DRONE].local[answer["backend_id"]].state
+        assert secret is not None and secret.secret not in raw, "the backend's secret never reaches a client"
+        seen = await info(answer)
+        assert (seen["claimed"], seen["key"], seen["fencing_token"]) == (True, "doc-fast", answer["fencing_token"])
+
+
+async def test_only_edges_get_the_assignment_in_a_connect_answer(
+    control: RunningControl, edge_token: str, tmp_path: Path
+) -> None:
+    async with pooled_edge(control, edge_token, tmp_path / "edge", {"plain": DEMO}) as (_, app):
+        async with control.client() as admin:
+            by_admin = (await admin.post("/v1/connect", json={"key": "doc-admin", "template": "plain"})).json()
+        assert "assignment" not in by_admin
+        async with control.client(edge_token) as edge_api:
+            by_edge = (await edge_api.post("/v1/connect", json={"key": "doc-edge", "template": "plain"})).json()
+        assert by_edge["assignment"]["id"] == by_edge["backend_id"]
+        assert by_edge["assignment"]["node_id"] == app[keys.NODE_ID]

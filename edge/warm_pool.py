@@ -15,6 +15,8 @@ keeps the pools full:
 * while the node drains, unclaimed members are stopped and none are started;
 * a member older than its template's `lifetime_limit_s` is replaced (a claimed backend's lifetime
   counts from its member's start: no process outlives the limit); idle rules begin at the claim;
+* refilling waits while claims keep coming (`WARM_POOL_REFILL_QUIET_S`) as long as half the pool
+  is left: a burst of claims is not slowed by the processes replacing them;
 * a member that dies, fails to start, or refuses a claim is replaced (with backoff when members
   keep failing to start);
 * only templates a name points at are pooled; a template no longer named loses its pool.
@@ -37,7 +39,13 @@ from edge.executors import Executor, ExecutorError, PoolTag, SpawnRequest
 from edge.replica import Replica
 from sync.models import TemplateSpec, TerminationReason
 from sync.routing import base_path
-from sync.timing import BACKOFF_INITIAL_S, BACKOFF_MAX_S, WARM_POOL_CHECK_S, WARM_POOL_CLAIM_TIMEOUT_S
+from sync.timing import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    WARM_POOL_CHECK_S,
+    WARM_POOL_CLAIM_TIMEOUT_S,
+    WARM_POOL_REFILL_QUIET_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,7 @@ class WarmPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failures: dict[str, int] = {}  # template id → members that failed to start in a row
         self._not_before: dict[str, float] = {}  # template id → no new member before this (backoff)
+        self._last_claim: dict[str, float] = {}  # template id → when a member was last taken
         self._session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Event()  # replaced on every change: what `wait_until` waits on
         self.stopping: set[str] = set()
@@ -131,7 +140,8 @@ class WarmPool:
             return None
         member = min(ready, key=lambda m: m.started_at)
         del self.members[member.id]
-        self._wake.set()  # refill
+        self._last_claim[template_id] = time.monotonic()
+        self._wake.set()  # refill (now, or after a quiet moment: `_refill_waits`)
         self._notify()
         return member
 
@@ -149,6 +159,9 @@ class WarmPool:
             "region": self.region,
         }
         started = time.perf_counter()
+        prioritise = getattr(self.executor, "prioritise", None)
+        if prioritise is not None:
+            prioritise(member.id)  # members wait niced (edge/executors/process.py); a claimed one is not
         status: int | str
         try:
             async with asyncio.timeout(WARM_POOL_CLAIM_TIMEOUT_S):
@@ -225,10 +238,19 @@ class WarmPool:
                 self._notify()
                 self._discard_later(member.id, TerminationReason.LIFETIME if expired else TerminationReason.IDLE)
         for template_id, spec in wanted.items():
-            for _ in range(spec.warm_pool - counts.get(template_id, 0)):
+            have = counts.get(template_id, 0)
+            if self._refill_waits(template_id, spec, have, now):
+                continue
+            for _ in range(spec.warm_pool - have):
                 if not self._may_start(template_id, now):
                     break
                 self._start(template_id, spec)
+
+    def _refill_waits(self, template_id: str, spec: TemplateSpec, have: int, now: float) -> bool:
+        """While claims keep coming and at least half the pool is left, refilling waits for a quiet
+        moment: starting processes would take the CPU the claims and their users need."""
+        recent = now - self._last_claim.get(template_id, float("-inf")) < WARM_POOL_REFILL_QUIET_S
+        return recent and have >= max(1, spec.warm_pool // 2)
 
     def _wanted(self) -> dict[str, TemplateSpec]:
         return {t.id: t.spec for t in self.replica.named_templates() if t.spec.warm_pool > 0}

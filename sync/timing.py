@@ -118,3 +118,7 @@ and starts the backend cold (or claims the next member)."""
 
 WARM_POOL_CHECK_S: float = 1.0
 """How often an edge checks its warm pools (fill, lifetime, drain) when nothing woke it sooner."""
+
+WARM_POOL_REFILL_QUIET_S: float = 1.0
+"""A warm pool that still holds at least half its members refills only once no member of it was
+claimed for this long (claims in a burst are not slowed by the processes replacing them)."""

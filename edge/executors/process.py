@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 _RLIMIT_WRAPPER = str(Path(__file__).with_name("_rlimit_exec.py"))
 _PORT_CLASH = re.compile(rb"address already in use|EADDRINUSE", re.IGNORECASE)
 _LOG_TAIL_BYTES = 64 * 1024
+POOL_MEMBER_NICE = 10
+"""Niceness of an unclaimed warm-pool member (back to 0 at its claim): refilling a pool — a
+Python start is mostly CPU — yields to the backends and the edge already serving users."""
 
 
 @dataclass(eq=False)
@@ -169,6 +172,14 @@ class ProcessExecutor(BaseExecutor[_Process]):
         ours = {b.req.pool.member_id for b in self._live.values() if b.req.pool is not None}
         return await asyncio.to_thread(_kill_pool_orphans, node_id, ours)
 
+    def prioritise(self, member_id: str) -> None:
+        """A warm-pool member is about to be claimed: it runs at normal priority from now on (it
+        answers its claim at full speed, then serves as a backend like any other)."""
+        b = self._live.get(member_id)
+        leader = None if b is None else (b.proc.pid if b.proc is not None else b.adopted_pid)
+        if leader is not None:
+            _renice(leader, 0)
+
     async def _rekeyed(self, member_id: str, b: _Process) -> None:
         b.log_path = self.logs.path(b.backend_id)
         await asyncio.to_thread(self.logs.rename, member_id, b.backend_id)
@@ -243,6 +254,8 @@ class ProcessExecutor(BaseExecutor[_Process]):
         finally:
             os.close(logfd)
         b.proc, b.port = proc, port
+        if b.req.unclaimed:
+            _renice(proc.pid, POOL_MEMBER_NICE)
         b.wait_task = asyncio.ensure_future(proc.wait())
         b.tree = await asyncio.to_thread(self._track, b.req, proc.pid)
         if b.stop_reason is not None:  # stop() came while we were spawning
@@ -366,6 +379,23 @@ def _log_mentions_port_clash(path: Path, offset: int) -> bool:
             return _PORT_CLASH.search(f.read()) is not None
     except OSError:
         return False
+
+
+def _renice(pgid: int, nice: int) -> None:
+    """Set the scheduling priority of a backend's process group. Lowering it back to 0 needs
+    CAP_SYS_NICE (root has it); without, a claimed member keeps the pool's niceness (logged once)."""
+    global _renice_refused
+    try:
+        os.setpriority(os.PRIO_PGRP, pgid, nice)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        if not _renice_refused:
+            _renice_refused = True
+            log.warning("cannot set backend niceness to %d (no CAP_SYS_NICE): claimed pool members stay niced", nice)
+
+
+_renice_refused = False
 
 
 def process_tag(req: SpawnRequest) -> bytes:

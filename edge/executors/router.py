@@ -66,6 +66,11 @@ class Executors:
         owner = self._owner(member_id)
         return await owner.rekey(member_id, req) if owner is not None else False
 
+    def prioritise(self, member_id: str) -> None:
+        prioritise = getattr(self._owner(member_id), "prioritise", None)
+        if prioritise is not None:
+            prioritise(member_id)
+
     async def kill_pool_orphans(self, node_id: str) -> int:
         kill = getattr(self._by_kind.get("process"), "kill_pool_orphans", None)
         return await kill(node_id) if kill is not None else 0

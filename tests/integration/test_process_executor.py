@@ -550,8 +550,14 @@ async def test_a_pool_member_starts_without_an_identity_and_is_known_by_its_back
     address = await executor.start(member)
     info = await get_json(address, "/info", {"x-meridian-secret": "pool-secret"})
     assert (info["backend_id"], info["key"], info["fencing_token"], info["proxied"]) == ("", None, None, True)
+    member_pid = executor.pid(member.backend_id)
+    assert member_pid is not None
+    assert os.getpriority(os.PRIO_PROCESS, member_pid) == process_module.POOL_MEMBER_NICE, "refills yield the CPU"
     claimed = dataclasses.replace(member, backend_id=f"bk-claimed{os.getpid()}", key="doc-1", fencing_token=4)
+    executor.prioritise(member.backend_id)
     assert await executor.rekey(member.backend_id, claimed)
+    if os.geteuid() == 0:  # lowering niceness needs CAP_SYS_NICE
+        assert os.getpriority(os.PRIO_PROCESS, member_pid) == 0
     assert executor.status(member.backend_id) == "unknown" and executor.status(claimed.backend_id) == "ready"
     assert executor.log_path(claimed.backend_id) == tmp_path / "logs" / f"{claimed.backend_id}.log"
     assert (tmp_path / "logs" / f"{claimed.backend_id}.log").exists()

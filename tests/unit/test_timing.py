@@ -66,3 +66,5 @@ def test_a_refused_warm_pool_claim_costs_less_than_a_cold_start_may_take() -> No
     # and the pool notices a dead member or a drain within a heartbeat.
     assert timing.WARM_POOL_CLAIM_TIMEOUT_S < 30 / 10
     assert timing.WARM_POOL_CHECK_S <= timing.HEARTBEAT_INTERVAL_S
+    # A pool waiting for a quiet moment to refill is checked again within that moment.
+    assert timing.WARM_POOL_CHECK_S <= timing.WARM_POOL_REFILL_QUIET_S

@@ -99,6 +99,9 @@ async def test_connect_and_proxy_metrics_move_with_real_requests(
     assert value(edge_after, "meridian_proxy_open_connections") == 0
     assert value(edge_after, "meridian_backends", state="ready") == 1
     assert moved(edge_before, edge_after, "meridian_backend_spawn_duration_seconds_count", outcome="ready") == 1
+    steps = "meridian_backend_start_step_duration_seconds_count"
+    assert moved(edge_before, edge_after, steps, step="assign") == 1
+    assert moved(edge_before, edge_after, steps, step="ready", pooled="false") == 1
     http = "http_server_request_duration_seconds_count"
     post_connect = {"http_request_method": "POST", "http_route": "/v1/connect", "http_response_status_code": "200"}
     assert moved(edge_before, edge_after, http, **post_connect) == 3

@@ -221,6 +221,11 @@ class BaseExecutor(ABC, Generic[R]):
         rec = self._record(backend_id)
         return "unknown" if rec is None else rec.state
 
+    async def detach(self) -> None:
+        """Take no new backends and leave the running ones running (the edge exits for an upgrade;
+        the next edge process adopts them)."""
+        self._closed = True
+
     async def close(self) -> None:
         self._closed = True
         ids = list(self._live)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import threading
 import time
@@ -26,6 +27,9 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 REGIONS = ["eu-west", "us-east"]
 OUTAGE_S = 30.0
 KEYS: list[str] = []
+# Backend processes are counted machine-wide by their MERIDIAN_KEY: keys unique to this run, so a
+# run of this module elsewhere on the machine (another checkout) never counts as a second process.
+RUN = secrets.token_hex(4)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 
 
 def _key(name: str) -> str:
-    KEYS.append(name)
-    return name
+    key = f"{name}-{RUN}"
+    KEYS.append(key)
+    return key
 
 
 def _connect(cluster: DevCluster, edge: int, **body: object) -> dict:
@@ -240,15 +245,21 @@ class _WebSocketWatch(threading.Thread):
             return ws.close_code, (msg.extra or "") if msg.type is aiohttp.WSMsgType.CLOSE else str(msg.type)
 
 
-def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
-    cluster: DevCluster,
-) -> None:
-    keys = [_key(f"off-adopt-{i}") for i in range(3)]
+def _serving_on_us_east(cluster: DevCluster, prefix: str, n: int) -> tuple[list[str], list[dict], list[list[int]]]:
+    """`n` keys with a serving backend on the us-east edge, and the one process of each."""
+    keys = [_key(f"{prefix}-{i}") for i in range(n)]
     answers = [_connect(cluster, 1, key=k) for k in keys]
     for a in answers:
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
     pids = [faults.backend_processes(k) for k in keys]
     assert all(len(p) == 1 for p in pids)
+    return keys, answers, pids
+
+
+def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
+    cluster: DevCluster,
+) -> None:
+    keys, answers, pids = _serving_on_us_east(cluster, "off-adopt", 3)
     faults.kill(cluster, "edge us-east")
     faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
     _same_processes_serve(cluster, answers, keys, pids)
@@ -270,12 +281,7 @@ def _same_processes_serve(cluster: DevCluster, answers: list[dict], keys: list[s
 def test_an_edge_restarted_for_an_upgrade_keeps_its_backends_running(cluster: DevCluster) -> None:
     """SIGUSR2, or SIGTERM with `--on-exit keep`: the edge exits cleanly (code 0) leaving its
     backends running; the next edge on its data directory adopts them. SIGTERM without it stops them."""
-    keys = [_key(f"off-upgrade-{i}") for i in range(2)]
-    answers = [_connect(cluster, 1, key=k) for k in keys]
-    for a in answers:
-        _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
-    pids = [faults.backend_processes(k) for k in keys]
-    assert all(len(p) == 1 for p in pids)
+    keys, answers, pids = _serving_on_us_east(cluster, "off-upgrade", 2)
     command = faults.argv(cluster, "edge us-east")
     ready = f"{cluster.edge_url(1)}/v1/edge/status"
 

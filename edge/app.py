@@ -274,7 +274,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
+    # handler_cancellation: a client gone mid-answer (a status stream, a proxied stream) ends its
+    # handler at once, so its connection stops counting toward the cap and its upstream is freed.
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s, handler_cancellation=True
+    )
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
@@ -292,7 +296,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server
-    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
+    fast.handed_over = lambda: len(aiohttp_server.connections)
+    app[TELEMETRY].watch_client_connections(fast.open_connections)
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

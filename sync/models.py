@@ -298,6 +298,9 @@ class HeartbeatIn(Strict):
     unhealthy_reason: str | None = Field(
         default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
     )
+    enrol: StrictBool = False
+    """Sent with an unbound edge token: bind a new token to this node and return it (`node_token`),
+    if no token is bound to the node yet. Ignored with a bound (or admin) token."""
 
 
 NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"
@@ -328,6 +331,11 @@ class HeartbeatOut(Wire):
     version: int | None = Field(default=None, description="Version of the changes this heartbeat made.")
     backends: list[StatusReportResult]
     draining: bool = Field(default=False, description="The node is being drained: it stops its idle backends.")
+    node_token: str | None = Field(
+        default=None,
+        description="Answer to `enrol`: the secret of a token bound to this node, shown once. From now on only "
+        "a token bound to the node speaks for it.",
+    )
 
 
 # ---- API tokens -----------------------------------------------------------------------------
@@ -343,12 +351,16 @@ class TokenIn(Strict):
     user: User | None = None
     templates: list[Name] | None = Field(default=None, min_length=1, max_length=256)
     expires_at: AwareDatetime | None = None
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)] | None = None
+    """Bind an edge token to one node: it heartbeats, reports and replays only for that node."""
 
     @model_validator(mode="after")
     def _only_clients_are_confined(self) -> TokenIn:
         confined = self.key_prefix is not None or self.user is not None or self.templates is not None
         if confined and set(self.scopes) != {Scope.CLIENT}:
             raise ValueError("key_prefix, user and templates confine client tokens only (scopes: [client])")
+        if self.node_id is not None and set(self.scopes) != {Scope.EDGE}:
+            raise ValueError("node_id binds edge tokens only (scopes: [edge])")
         return self
 
 
@@ -359,6 +371,7 @@ class TokenView(Wire):
     key_prefix: str | None = None
     user: str | None = None
     templates: list[str] | None = None
+    node_id: str | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     token: str | None = Field(default=None, description="The secret, shown once, when the token is created.")

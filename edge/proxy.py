@@ -473,6 +473,8 @@ class Proxy:
                     self.activity.touch(target.backend_id)
             except (aiohttp.ClientPayloadError, ConnectionResetError) as exc:
                 log.debug("stream of backend %s ended early: %s", target.backend_id, type(exc).__name__)
+                if request.transport is not None:
+                    request.transport.close()  # the client sees the answer cut, not a clean end
                 return response
             await response.write_eof()
             return response

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -184,3 +185,28 @@ async def test_a_terminated_backend_closes_its_websocket_with_a_valid_code(
     finally:
         await ws.close()
     assert code in (CLOSE_GOING_AWAY, CLOSE_BACKEND_GONE) and reason, (code, reason)
+
+
+@pytest.mark.parametrize("path", ["fast", "aiohttp"])
+async def test_a_stream_cut_by_its_backend_is_cut_for_the_client_not_ended_cleanly(
+    edges: list[EdgeServer], path: str
+) -> None:
+    """A backend dying mid-stream (or an owning edge cutting a revoked stream) must not reach the
+    client as a complete answer: no terminating chunk, the connection closed."""
+    arrival = edges[0]
+    answer = await _ready_backend(arrival, f"cut-sse-{path}", "local")
+    async with httpx.AsyncClient() as http:
+        pid = (await http.get(answer["url"] + "info")).json()["pid"]
+    conn = await _connection(arrival, after_api_request=path == "aiohttp")
+    try:
+        await conn.send(f"GET /{answer['token']}/sse?every=0.2&for=120 HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        async with asyncio.timeout(30):
+            await conn.reader.readuntil(b"data: tick")
+        os.kill(pid, signal.SIGKILL)
+        rest = bytearray()
+        async with asyncio.timeout(30):
+            while chunk := await conn.reader.read(65536):
+                rest += chunk
+    finally:
+        await conn.close()
+    assert not rest.endswith(b"0\r\n\r\n"), "the cut stream was ended as if complete"

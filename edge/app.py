@@ -30,6 +30,7 @@ from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
+from edge.open_files import raise_soft_limit
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -96,6 +97,7 @@ async def send_heartbeat(app: web.Application) -> None:
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
         enrol=not app[keys.NODE_TOKEN].enrolled,
+        edge_domain=settings.edge_domain,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -354,6 +356,7 @@ class EdgeServer:
 
 def serve(settings: EdgeSettings) -> None:
     """Blocking; SIGINT/SIGTERM shut down gracefully (backends stopped, caches closed)."""
+    raise_soft_limit(settings.max_client_connections)
 
     async def main() -> None:
         edge = await start_edge(settings)

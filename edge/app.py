@@ -31,10 +31,12 @@ from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
+from edge.open_files import raise_soft_limit
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
 from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
+from edge.warm_pool import WarmPool
 from sync.client import SyncClient
 from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
@@ -96,6 +98,7 @@ async def send_heartbeat(app: web.Application) -> None:
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
         enrol=not app[keys.NODE_TOKEN].enrolled,
+        edge_domain=settings.edge_domain,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -157,6 +160,14 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
+        pool = WarmPool(
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            replica=replica,
+            capacity=settings.capacity,
+            running=lambda: drone.running(),
+            draining=lambda: app[keys.DRAIN].draining,
+        )
         drone = Drone(
             node_id=app[keys.NODE_ID],
             region=settings.region,
@@ -166,6 +177,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
             journal=journal,
             online=lambda: app[keys.SYNC_LOOP].reachable,
+            pool=pool,
         )
         executor = build_executors(settings, drone.on_exit)
         app[keys.EXECUTORS] = executor
@@ -305,7 +317,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
+    # handler_cancellation: a client gone mid-answer (a status stream, a proxied stream) ends its
+    # handler at once, so its connection stops counting toward the cap and its upstream is freed.
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s, handler_cancellation=True
+    )
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
@@ -323,7 +339,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server
-    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
+    fast.handed_over = lambda: len(aiohttp_server.connections)
+    app[TELEMETRY].watch_client_connections(fast.open_connections)
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024
@@ -356,6 +373,7 @@ class EdgeServer:
 def serve(settings: EdgeSettings) -> None:
     """Blocking; SIGINT/SIGTERM shut down gracefully: backends stopped (or, with `on_exit = keep`
     or on SIGUSR2, left running for the next edge process to adopt), caches closed."""
+    raise_soft_limit(settings.max_client_connections)
 
     async def main() -> None:
         edge = await start_edge(settings)

@@ -27,7 +27,7 @@ from tests.integration.edge_support import (
 )
 
 EDGE_CAP = 1 << 20
-TEMPLATES = {
+TEMPLATES: dict[str, dict[str, Any]] = {
     "echo": ECHO,
     "prefixed": {**ECHO, "strip_prefix": False},
     "uploads": {**ECHO, "max_body_bytes": 4 << 20},

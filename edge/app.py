@@ -30,6 +30,7 @@ from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
+from edge.open_files import raise_soft_limit
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -96,6 +97,7 @@ async def send_heartbeat(app: web.Application) -> None:
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
         enrol=not app[keys.NODE_TOKEN].enrolled,
+        edge_domain=settings.edge_domain,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -299,7 +301,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
+    # handler_cancellation: a client gone mid-answer (a status stream, a proxied stream) ends its
+    # handler at once, so its connection stops counting toward the cap and its upstream is freed.
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s, handler_cancellation=True
+    )
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
@@ -317,7 +323,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server
-    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
+    fast.handed_over = lambda: len(aiohttp_server.connections)
+    app[TELEMETRY].watch_client_connections(fast.open_connections)
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024
@@ -349,6 +356,7 @@ class EdgeServer:
 
 def serve(settings: EdgeSettings) -> None:
     """Blocking; SIGINT/SIGTERM shut down gracefully (backends stopped, caches closed)."""
+    raise_soft_limit(settings.max_client_connections)
 
     async def main() -> None:
         edge = await start_edge(settings)

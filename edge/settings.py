@@ -9,10 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.discovery import ControlEndpoints, endpoints_for
 from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
+from sync.validation import DomainName
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore", validate_assignment=True)
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
     control_url: str = Field(
@@ -43,7 +44,7 @@ class EdgeSettings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call this edge's /v1/connect (CORS)."
     )
-    edge_domain: str | None = Field(
+    edge_domain: DomainName | None = Field(
         default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
     )
     trusted_proxies: list[str] = Field(

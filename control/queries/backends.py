@@ -106,12 +106,13 @@ async def get_many(conn: Conn, ids: list[str], *, for_update: bool = False) -> l
 
 
 async def live_for_key(conn: Conn, key: str) -> asyncpg.Record | None:
-    """The key's live backend with its region's edge URL, in one round trip."""
+    """The key's live backend with its region's edge URL and its node's edge domain, in one round trip."""
     return await conn.fetchrow(
         f"""
-        SELECT {COLUMNS}, r.edge_url FROM keys k
+        SELECT {COLUMNS}, r.edge_url, n.edge_domain FROM keys k
         JOIN backends b ON b.id = k.backend_id
         JOIN regions r ON r.name = b.region
+        LEFT JOIN edge_nodes n ON n.id = b.node_id
         WHERE k.key = $1 AND b.status = ANY($2::text[])
         """,
         key,

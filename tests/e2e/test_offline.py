@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import threading
 import time
@@ -30,24 +29,21 @@ from tests.e2e.dev_api import wait_for as _wait_for
 REGIONS = ["eu-west", "us-east"]
 OUTAGE_S = 30.0
 KEYS: list[str] = []
-# Backend processes are counted machine-wide by their MERIDIAN_KEY: keys unique to this run, so a
-# run of this module elsewhere on the machine (another checkout) never counts as a second process.
-RUN = secrets.token_hex(4)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    data_dir = tmp_path_factory.mktemp("offline")
     try:
-        with running_cluster(REGIONS, tmp_path_factory.mktemp("offline")) as dev:
+        with running_cluster(REGIONS, data_dir) as dev:
             yield dev
     finally:
-        faults.kill_backends(KEYS)  # whatever a failed test left behind
+        faults.kill_backends(KEYS, data_dir)  # whatever a failed test left behind
 
 
 def _key(name: str) -> str:
-    key = f"{name}-{RUN}"
-    KEYS.append(key)
-    return key
+    KEYS.append(name)
+    return name
 
 
 def _live(cluster: DevCluster, key: str) -> list[dict[str, Any]]:
@@ -128,7 +124,7 @@ def test_outage_routes_connects_spawns_restarts_and_reconciles(cluster: DevClust
         t0 = time.monotonic()
         _wait_for(lambda: all(_serves(a["url"], a["backend_id"]) for a in (before, just, spawned, keyless)), 1.0, "all")
         assert time.monotonic() - t0 <= 1.0
-        assert [len(faults.backend_processes(k)) for k in (old, fresh, new)] == [1, 1, 1]
+        assert [len(faults.backend_processes(k, cluster.data_dir)) for k in (old, fresh, new)] == [1, 1, 1]
         load = _Load([before["url"], just["url"], spawned["url"]])
         load.start()
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
@@ -184,7 +180,7 @@ def test_split_brain_keeps_exactly_one_and_sends_the_losers_clients_to_it(cluste
     # The loser's HTTP clients are sent to the winner.
     r = httpx.get(loser["url"] + "info", timeout=10, follow_redirects=True)
     assert r.status_code == 200 and r.json()["backend_id"] == winner["backend_id"]
-    _wait_for(lambda: len(faults.backend_processes(key)) == 1, 15, "the loser's process to stop")
+    _wait_for(lambda: len(faults.backend_processes(key, cluster.data_dir)) == 1, 15, "the loser's process to stop")
 
 
 class _WebSocketWatch(threading.Thread):
@@ -218,15 +214,36 @@ class _WebSocketWatch(threading.Thread):
             return ws.close_code, (msg.extra or "") if msg.type is aiohttp.WSMsgType.CLOSE else str(msg.type)
 
 
-def _serving_on_us_east(cluster: DevCluster, prefix: str, n: int) -> tuple[list[str], list[dict], list[list[int]]]:
+def _serving_on_us_east(
+    cluster: DevCluster, prefix: str, n: int
+) -> tuple[list[str], list[dict[str, Any]], list[list[int]]]:
     """`n` keys with a serving backend on the us-east edge, and the one process of each."""
     keys = [_key(f"{prefix}-{i}") for i in range(n)]
     answers = [_connect(cluster, 1, key=k) for k in keys]
     for a in answers:
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
-    pids = [faults.backend_processes(k) for k in keys]
+    pids = [faults.backend_processes(k, cluster.data_dir) for k in keys]
     assert all(len(p) == 1 for p in pids)
     return keys, answers, pids
+
+
+def _same_processes_serve(
+    cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]
+) -> None:
+    for a, k, before in zip(answers, keys, pids, strict=True):
+        again = _connect(cluster, 1, key=k)
+        assert again["backend_id"] == a["backend_id"] and not again["spawned"]
+        _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 10, "the adopted backend to serve")
+        assert httpx.get(a["url"] + "info", timeout=5).json()["pid"] == before[0], "the same process serves"
+        assert faults.backend_processes(k, cluster.data_dir) == before, "no second process for the key"
+
+
+def _still_ready(cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]) -> None:
+    time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
+    for a, k, before in zip(answers, keys, pids, strict=True):
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "ready"
+        assert faults.backend_processes(k, cluster.data_dir) == before
 
 
 def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
@@ -236,19 +253,7 @@ def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_p
     faults.kill(cluster, "edge us-east")
     faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
     _same_processes_serve(cluster, answers, keys, pids)
-    time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
-    for a, k, before in zip(answers, keys, pids, strict=True):
-        assert _backend(cluster, a["backend_id"])["status"] == "ready"
-        assert faults.backend_processes(k) == before
-
-
-def _same_processes_serve(cluster: DevCluster, answers: list[dict], keys: list[str], pids: list[list[int]]) -> None:
-    for a, k, before in zip(answers, keys, pids, strict=True):
-        again = _connect(cluster, 1, key=k)
-        assert again["backend_id"] == a["backend_id"] and not again["spawned"]
-        _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 10, "the adopted backend to serve")
-        assert httpx.get(a["url"] + "info", timeout=5).json()["pid"] == before[0], "the same process serves"
-        assert faults.backend_processes(k) == before, "no second process for the key"
+    _still_ready(cluster, answers, keys, pids)
 
 
 def test_an_edge_restarted_for_an_upgrade_keeps_its_backends_running(cluster: DevCluster) -> None:
@@ -258,27 +263,27 @@ def test_an_edge_restarted_for_an_upgrade_keeps_its_backends_running(cluster: De
     command = faults.argv(cluster, "edge us-east")
     ready = f"{cluster.edge_url(1)}/v1/edge/status"
 
+    def running() -> list[list[int]]:
+        return [faults.backend_processes(k, cluster.data_dir) for k in keys]
+
     assert faults.stop(cluster, "edge us-east", signal.SIGUSR2) == 0
-    assert [faults.backend_processes(k) for k in keys] == pids, "the backends outlive the edge"
+    assert running() == pids, "the backends outlive the edge"
     faults.restart(cluster, "edge us-east", ready, command=[*command, "--on-exit", "keep"])
     _same_processes_serve(cluster, answers, keys, pids)
 
     assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
-    assert [faults.backend_processes(k) for k in keys] == pids
+    assert running() == pids
     faults.restart(cluster, "edge us-east", ready, command=command)
     _same_processes_serve(cluster, answers, keys, pids)
-    time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
-    for a, k, before in zip(answers, keys, pids, strict=True):
-        row = _backend(cluster, a["backend_id"])
-        assert row is not None and row["status"] == "ready"
-        assert faults.backend_processes(k) == before
+    _still_ready(cluster, answers, keys, pids)
 
     # The default clean stop still stops them (and says so), so `meridian dev` leaves nothing behind.
     assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
-    assert [faults.backend_processes(k) for k in keys] == [[], []]
+    assert running() == [[], []]
     faults.restart(cluster, "edge us-east", ready, command=command)
     for a in answers:
-        assert _backend(cluster, a["backend_id"])["status"] == "terminated"
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "terminated"
 
 
 def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster: DevCluster) -> None:

@@ -10,19 +10,22 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
 from meridian import faults
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
 from sync.offline import NODE_TAG_BITS
 from sync.timing import EMBEDDED_DB_RECOVERY_S, RECONCILE_WITHIN_S
-from tests.e2e.conftest import ADMIN
+from tests.e2e.dev_api import AUTH, running_cluster
+from tests.e2e.dev_api import connect as _connect
+from tests.e2e.dev_api import edge_status as _status
+from tests.e2e.dev_api import serves as _serves
+from tests.e2e.dev_api import wait_for as _wait_for
 
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 REGIONS = ["eu-west", "us-east"]
 OUTAGE_S = 30.0
 KEYS: list[str] = []
@@ -30,12 +33,10 @@ KEYS: list[str] = []
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster(REGIONS, free_port_block(len(REGIONS) + 1), Path(tmp_path_factory.mktemp("offline")), ADMIN)
     try:
-        dev.start()
-        yield dev
+        with running_cluster(REGIONS, tmp_path_factory.mktemp("offline")) as dev:
+            yield dev
     finally:
-        dev.stop()
         faults.kill_backends(KEYS)  # whatever a failed test left behind
 
 
@@ -44,43 +45,15 @@ def _key(name: str) -> str:
     return name
 
 
-def _connect(cluster: DevCluster, edge: int, **body: object) -> dict:
-    r = httpx.post(f"{cluster.edge_url(edge)}/v1/connect", json={"template": "demo", **body}, headers=AUTH, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _status(cluster: DevCluster, edge: int) -> dict:
-    return httpx.get(f"{cluster.edge_url(edge)}/v1/edge/status", timeout=5).json()
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    """Poll another process's state (no event crosses the process boundary)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _live(cluster: DevCluster, key: str) -> list[dict]:
+def _live(cluster: DevCluster, key: str) -> list[dict[str, Any]]:
     rows = httpx.get(f"{cluster.control_url}/v1/backends", params={"key": key}, headers=AUTH, timeout=5).json()
     return [b for b in rows if b["status"] in ("scheduled", "starting", "ready")]
 
 
-def _backend(cluster: DevCluster, backend_id: str) -> dict | None:
+def _backend(cluster: DevCluster, backend_id: str) -> dict[str, Any] | None:
     r = httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=5)
-    return r.json() if r.status_code == 200 else None
-
-
-def _serves(url: str, backend_id: str) -> bool:
-    try:
-        r = httpx.get(url + "info", timeout=5)
-    except httpx.TransportError:
-        return False
-    return r.status_code == 200 and r.json()["backend_id"] == backend_id
+    row: dict[str, Any] | None = r.json() if r.status_code == 200 else None
+    return row
 
 
 class _Load(threading.Thread):
@@ -197,7 +170,7 @@ def test_split_brain_keeps_exactly_one_and_sends_the_losers_clients_to_it(cluste
         if cluster.procs[0][1].poll() is not None:
             _restart_control(cluster)
     assert watch.closed == (4000, "superseded"), (watch.closed, watch.error)
-    live = _wait_for(lambda: (rows := _live(cluster, key)) and len(rows) == 1 and rows, 10, "one survivor")
+    live = _wait_for(lambda: rows if len(rows := _live(cluster, key)) == 1 else None, 10, "one survivor")
     assert live[0]["id"] == winner["backend_id"], "the greater fencing token survives"
     lost = _wait_for(
         lambda: (b := _backend(cluster, loser["backend_id"])) and b["status"] == "terminated" and b, 10, "x"
@@ -259,7 +232,8 @@ def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_p
         assert faults.backend_processes(k) == before, "no second process for the key"
     time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
     for a, k, before in zip(answers, keys, pids, strict=True):
-        assert _backend(cluster, a["backend_id"])["status"] == "ready"
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "ready"
         assert faults.backend_processes(k) == before
 
 
@@ -269,7 +243,7 @@ def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster:
     )
     assert r.status_code == 200, r.text
     pid_file = cluster.data_dir / "control" / "postgres" / "postmaster.pid"
-    answers: list[tuple[str, int | None, str | None, dict | None]] = []
+    answers: list[tuple[str, int | None, str | None, dict[str, Any] | None]] = []
     halt = threading.Event()
 
     def load() -> None:

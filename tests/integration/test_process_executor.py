@@ -213,16 +213,6 @@ async def executor(recorder: Recorder, tmp_path: Path) -> AsyncIterator[ProcessE
         await ex.close()
 
 
-@pytest.fixture
-async def beacon() -> AsyncIterator[Beacon]:
-    b = Beacon()
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
 async def get_json(address: str, path: str, headers: dict[str, str] | None = None) -> dict[str, object]:
     async with aiohttp.ClientSession() as s, s.get(f"http://{address}{path}", headers=headers) as r:
         assert r.status == 200

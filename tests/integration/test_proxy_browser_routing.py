@@ -27,7 +27,7 @@ from tests.integration.edge_support import (
 )
 
 EDGE_CAP = 1 << 20
-TEMPLATES = {
+TEMPLATES: dict[str, dict[str, Any]] = {
     "echo": ECHO,
     "prefixed": {**ECHO, "strip_prefix": False},
     "uploads": {**ECHO, "max_body_bytes": 4 << 20},
@@ -186,8 +186,8 @@ async def test_the_control_planes_connect_answers_the_subdomain_url_like_the_edg
     await wait_ready(answers[0])
     async with aiohttp.ClientSession() as s:
         host = {"Host": f"{answers[0]['backend_id']}.{EDGE_DOMAIN}:{edge.port}"}
-        async with s.get(f"{edge_url(edge)}/{answers[0]['token']}/x", headers=host, allow_redirects=False) as r:
-            assert r.status == 303 and r.headers["Location"] == "/x"
+        async with s.get(f"{edge_url(edge)}/{answers[0]['token']}/x", headers=host, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/x"
 
 
 async def test_a_heartbeat_with_a_malformed_edge_domain_is_refused(control: RunningControl, edge_token: str) -> None:

@@ -54,9 +54,12 @@ def restart(cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 6
     raise DevError(f"{name} did not answer at {ready_url} within {timeout_s:.0f}s of a restart")
 
 
-def backend_processes(key: str) -> list[int]:
-    """Pids of the backend processes (group leaders) serving `key`, found by MERIDIAN_KEY."""
+def backend_processes(key: str, under: Path) -> list[int]:
+    """Pids of the backend processes (group leaders) serving `key`, found by MERIDIAN_KEY, whose
+    output goes to a file under `under` (a cluster's data dir): another cluster on the same machine,
+    with keys of the same names, is not counted."""
     wanted = f"MERIDIAN_KEY={key}".encode()
+    root = under.resolve()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -64,17 +67,19 @@ def backend_processes(key: str) -> list[int]:
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             pid = int(entry.name)
-            if wanted in environ and b"MERIDIAN_BACKEND_ID=" in b"\0".join(environ) and os.getpgid(pid) == pid:
+            if wanted not in environ or b"MERIDIAN_BACKEND_ID=" not in b"\0".join(environ):
+                continue
+            if os.getpgid(pid) == pid and Path(os.readlink(entry / "fd" / "1")).is_relative_to(root):
                 found.append(pid)
         except (OSError, ValueError):
             continue
     return sorted(found)
 
 
-def kill_backends(keys: list[str]) -> None:
-    """SIGKILL every backend process group of these keys (cleanup after a test left orphans)."""
+def kill_backends(keys: list[str], under: Path) -> None:
+    """SIGKILL every backend process group of these keys under `under` (cleanup after a test left orphans)."""
     for key in keys:
-        for pid in backend_processes(key):
+        for pid in backend_processes(key, under):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

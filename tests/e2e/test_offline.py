@@ -33,11 +33,12 @@ KEYS: list[str] = []
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    data_dir = tmp_path_factory.mktemp("offline")
     try:
-        with running_cluster(REGIONS, tmp_path_factory.mktemp("offline")) as dev:
+        with running_cluster(REGIONS, data_dir) as dev:
             yield dev
     finally:
-        faults.kill_backends(KEYS)  # whatever a failed test left behind
+        faults.kill_backends(KEYS, data_dir)  # whatever a failed test left behind
 
 
 def _key(name: str) -> str:
@@ -123,7 +124,7 @@ def test_outage_routes_connects_spawns_restarts_and_reconciles(cluster: DevClust
         t0 = time.monotonic()
         _wait_for(lambda: all(_serves(a["url"], a["backend_id"]) for a in (before, just, spawned, keyless)), 1.0, "all")
         assert time.monotonic() - t0 <= 1.0
-        assert [len(faults.backend_processes(k)) for k in (old, fresh, new)] == [1, 1, 1]
+        assert [len(faults.backend_processes(k, cluster.data_dir)) for k in (old, fresh, new)] == [1, 1, 1]
         load = _Load([before["url"], just["url"], spawned["url"]])
         load.start()
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
@@ -179,7 +180,7 @@ def test_split_brain_keeps_exactly_one_and_sends_the_losers_clients_to_it(cluste
     # The loser's HTTP clients are sent to the winner.
     r = httpx.get(loser["url"] + "info", timeout=10, follow_redirects=True)
     assert r.status_code == 200 and r.json()["backend_id"] == winner["backend_id"]
-    _wait_for(lambda: len(faults.backend_processes(key)) == 1, 15, "the loser's process to stop")
+    _wait_for(lambda: len(faults.backend_processes(key, cluster.data_dir)) == 1, 15, "the loser's process to stop")
 
 
 class _WebSocketWatch(threading.Thread):
@@ -220,7 +221,7 @@ def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_p
     answers = [_connect(cluster, 1, key=k) for k in keys]
     for a in answers:
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
-    pids = [faults.backend_processes(k) for k in keys]
+    pids = [faults.backend_processes(k, cluster.data_dir) for k in keys]
     assert all(len(p) == 1 for p in pids)
     faults.kill(cluster, "edge us-east")
     faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
@@ -229,12 +230,12 @@ def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_p
         assert again["backend_id"] == a["backend_id"] and not again["spawned"]
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 10, "the adopted backend to serve")
         assert httpx.get(a["url"] + "info", timeout=5).json()["pid"] == before[0], "the same process serves"
-        assert faults.backend_processes(k) == before, "no second process for the key"
+        assert faults.backend_processes(k, cluster.data_dir) == before, "no second process for the key"
     time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
     for a, k, before in zip(answers, keys, pids, strict=True):
         row = _backend(cluster, a["backend_id"])
         assert row is not None and row["status"] == "ready"
-        assert faults.backend_processes(k) == before
+        assert faults.backend_processes(k, cluster.data_dir) == before
 
 
 def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster: DevCluster) -> None:

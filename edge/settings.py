@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,13 @@ class EdgeSettings(BaseSettings):
         description="On SIGTERM, drain first: tell the control plane to place nothing here, stop idle "
         "backends, and wait up to this long for busy ones (open WebSockets) before stopping the rest. "
         "0: stop at once. Keep it below the supervisor's kill timeout.",
+    )
+    on_exit: Literal["stop", "keep"] = Field(
+        default="stop",
+        description="What a clean exit (SIGTERM, SIGINT) does with this node's backends: `stop` them "
+        "(reported stopped, keys free at once), or `keep` them running for the next edge process on "
+        "this data directory to adopt (upgrades, restarts; no drain). SIGUSR2 exits keeping them "
+        "whatever this says.",
     )
     dns_nameservers: list[str] | None = Field(
         default=None,

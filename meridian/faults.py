@@ -31,15 +31,31 @@ def kill(cluster: DevCluster, name: str) -> None:
     proc.wait(10)
 
 
-def restart(cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 60) -> float:
-    """Start the (killed) component again with its command line; seconds until `ready_url` answers 200."""
+def stop(cluster: DevCluster, name: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30) -> int:
+    """Signal one component (a clean stop, or SIGUSR2 for an edge that leaves its backends running)
+    and wait for it to exit; its exit code."""
+    proc = cluster.procs[_index(cluster, name)][1]
+    proc.send_signal(sig)
+    return proc.wait(timeout_s)
+
+
+def argv(cluster: DevCluster, name: str) -> list[str]:
+    """The command line the component runs with now."""
+    return [str(a) for a in cluster.procs[_index(cluster, name)][1].args]  # type: ignore[union-attr]
+
+
+def restart(
+    cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 60, *, command: list[str] | None = None
+) -> float:
+    """Start the (stopped) component again with its command line (or `command`); seconds until
+    `ready_url` answers 200."""
     i = _index(cluster, name)
     old = cluster.procs[i][1]
     if old.poll() is None:
         raise DevError(f"{name} is still running")
     log = cluster.data_dir / "logs" / (("control" if name == "control plane" else name.replace(" ", "-")) + ".log")
     started = time.monotonic()
-    proc = processes.start([str(a) for a in old.args], log, processes.clean_env())  # type: ignore[union-attr]
+    proc = processes.start(command or argv(cluster, name), log, processes.clean_env())
     cluster.procs[i] = (name, proc)
     deadline = started + timeout_s
     while time.monotonic() < deadline:

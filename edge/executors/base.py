@@ -253,6 +253,15 @@ class BaseExecutor(ABC, Generic[R]):
         rec = self._record(backend_id)
         return "unknown" if rec is None else rec.state
 
+    async def detach(self) -> None:
+        """Take no new backends and leave the running ones running, unwatched (the edge exits for an
+        upgrade; the next edge process adopts and watches them): no exit is reported from now on."""
+        self._closed = True
+        watchers = [rec.monitor for rec in self._live.values() if rec.monitor is not None]
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
     async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
         """A claimed warm-pool member is known by its backend's id from now on (same process, same
         watch; its exit is reported under ``req.backend_id``). False when the member is not ready."""

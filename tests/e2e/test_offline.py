@@ -214,28 +214,76 @@ class _WebSocketWatch(threading.Thread):
             return ws.close_code, (msg.extra or "") if msg.type is aiohttp.WSMsgType.CLOSE else str(msg.type)
 
 
-def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
-    cluster: DevCluster,
-) -> None:
-    keys = [_key(f"off-adopt-{i}") for i in range(3)]
+def _serving_on_us_east(
+    cluster: DevCluster, prefix: str, n: int
+) -> tuple[list[str], list[dict[str, Any]], list[list[int]]]:
+    """`n` keys with a serving backend on the us-east edge, and the one process of each."""
+    keys = [_key(f"{prefix}-{i}") for i in range(n)]
     answers = [_connect(cluster, 1, key=k) for k in keys]
     for a in answers:
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
     pids = [faults.backend_processes(k, cluster.data_dir) for k in keys]
     assert all(len(p) == 1 for p in pids)
-    faults.kill(cluster, "edge us-east")
-    faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
+    return keys, answers, pids
+
+
+def _same_processes_serve(
+    cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]
+) -> None:
     for a, k, before in zip(answers, keys, pids, strict=True):
         again = _connect(cluster, 1, key=k)
         assert again["backend_id"] == a["backend_id"] and not again["spawned"]
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 10, "the adopted backend to serve")
         assert httpx.get(a["url"] + "info", timeout=5).json()["pid"] == before[0], "the same process serves"
         assert faults.backend_processes(k, cluster.data_dir) == before, "no second process for the key"
+
+
+def _still_ready(cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]) -> None:
     time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
     for a, k, before in zip(answers, keys, pids, strict=True):
         row = _backend(cluster, a["backend_id"])
         assert row is not None and row["status"] == "ready"
         assert faults.backend_processes(k, cluster.data_dir) == before
+
+
+def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
+    cluster: DevCluster,
+) -> None:
+    keys, answers, pids = _serving_on_us_east(cluster, "off-adopt", 3)
+    faults.kill(cluster, "edge us-east")
+    faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
+    _same_processes_serve(cluster, answers, keys, pids)
+    _still_ready(cluster, answers, keys, pids)
+
+
+def test_an_edge_restarted_for_an_upgrade_keeps_its_backends_running(cluster: DevCluster) -> None:
+    """SIGUSR2, or SIGTERM with `--on-exit keep`: the edge exits cleanly (code 0) leaving its
+    backends running; the next edge on its data directory adopts them. SIGTERM without it stops them."""
+    keys, answers, pids = _serving_on_us_east(cluster, "off-upgrade", 2)
+    command = faults.argv(cluster, "edge us-east")
+    ready = f"{cluster.edge_url(1)}/v1/edge/status"
+
+    def running() -> list[list[int]]:
+        return [faults.backend_processes(k, cluster.data_dir) for k in keys]
+
+    assert faults.stop(cluster, "edge us-east", signal.SIGUSR2) == 0
+    assert running() == pids, "the backends outlive the edge"
+    faults.restart(cluster, "edge us-east", ready, command=[*command, "--on-exit", "keep"])
+    _same_processes_serve(cluster, answers, keys, pids)
+
+    assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
+    assert running() == pids
+    faults.restart(cluster, "edge us-east", ready, command=command)
+    _same_processes_serve(cluster, answers, keys, pids)
+    _still_ready(cluster, answers, keys, pids)
+
+    # The default clean stop still stops them (and says so), so `meridian dev` leaves nothing behind.
+    assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
+    assert running() == [[], []]
+    faults.restart(cluster, "edge us-east", ready, command=command)
+    for a in answers:
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "terminated"
 
 
 def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster: DevCluster) -> None:

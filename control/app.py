@@ -12,6 +12,7 @@ from control import telemetry
 from control.db import create_pool
 from control.http import errors
 from control.http.limits import BodyLimitMiddleware
+from control.http.sync_fastpath import SyncChangesFastPath
 from control.loop_service import running
 from control.migrate import migrate
 from control.notifier import VersionNotifier
@@ -110,6 +111,7 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
         ui,
     ):
         app.include_router(module.router)
+    app.add_middleware(SyncChangesFastPath)  # inside the body limit and telemetry, like the routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     tel = telemetry.install(app)
     return app

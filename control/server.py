@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import Iterator
 
@@ -31,8 +32,27 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: every long-polling edge holds one socket, and
+    the usual soft default (1,024) would refuse connections long before the process is busy.
+    Returns (soft, hard) as they are now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an infinite hard limit the kernel caps lower
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+            return soft, hard
+        log.info("open-file limit raised from %d to %d", soft, hard)
+        return hard, hard
+    return soft, hard
+
+
 def serve(settings: ControlSettings) -> None:
     """Blocking. Stops the embedded PostgreSQL it started when the server exits."""
+    soft, _ = raise_open_file_limit()
+    if soft < 4096:
+        log.warning("open-file limit is %d: at most that many edges can long-poll this process", soft)
     embedded: EmbeddedPostgres | None = None
     supervisor: Supervisor | None = None
     url = settings.effective_database_url()

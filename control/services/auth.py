@@ -29,9 +29,13 @@ class Caller:
     confinement: Confinement = field(default_factory=Confinement)
     expires_at: datetime | None = None
 
+    def allows(self, *allowed: Scope) -> bool:
+        """True when the caller has `admin` or any of `allowed`."""
+        return Scope.ADMIN in self.scopes or not self.scopes.isdisjoint(allowed)
+
     def require(self, *allowed: Scope) -> None:
         """Pass when the caller has `admin` or any of `allowed`."""
-        if Scope.ADMIN in self.scopes or self.scopes.intersection(allowed):
+        if self.allows(*allowed):
             return
         raise Forbidden(
             "this token lacks the scope for this call",
@@ -99,14 +103,30 @@ def _caller(row: asyncpg.Record | None) -> Caller | None:
     )
 
 
-async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
-    if not authorization:
-        raise Unauthorized("missing bearer token")
+def _bearer_digest(authorization: str) -> bytes | None:
+    """The lookup key of `Authorization: Bearer <token>`; None when the header is not of that form."""
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER_LENGTH:
+        return None
+    return hash_token(token)
+
+
+def cached_caller(cache: TokenCache, authorization: str | None) -> Caller | None:
+    """The caller of `authorization` when the cache knows it as a valid token, else None (the caller
+    is then authenticated the full way, `authenticate`, which also answers the errors)."""
+    digest = _bearer_digest(authorization) if authorization else None
+    if digest is None:
+        return None
+    return cache.get(digest)[1]
+
+
+async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
+    if not authorization:
+        raise Unauthorized("missing bearer token")
+    digest = _bearer_digest(authorization)
+    if digest is None:
         raise Unauthorized("expected `Authorization: Bearer <token>`")
-    digest = hash_token(token)
     cached, caller = cache.get(digest)
     if not cached:
         async with pool.acquire() as conn:

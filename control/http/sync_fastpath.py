@@ -1,14 +1,16 @@
 """The change feed's hot path: `GET /v1/sync/changes` answered below the framework.
 
 Thousands of edges long-poll the change feed, and each new version answers every one of them at
-once: what a reply costs in the framework (routing, dependency injection, parameter validation)
-would be paid N times per version. This ASGI middleware answers the ordinary request itself: a
-well-formed `since` (and `wait`), a bearer token the token cache knows as valid with the `edge` (or
-`admin`) scope. It hands the page's shared body and headers (built once per page, the same `bytes`
-for every waiter) straight to the server. Anything else — a malformed query, an unknown or uncached
-token, a 410 or a database error from the feed — goes to the framework's route
-(control/routers/sync.py), which answers it the full way; so the wire format and every error stay
-exactly those of the route.
+once: what a reply costs in the framework (middleware, routing, dependency injection, parameter
+validation) would be paid N times per version. The app (control/app.py) hands such a request to
+`serve` before the framework sees it, and `serve` answers the ordinary one itself: a well-formed
+`since` (and `wait`), no body, a bearer token with the `edge` (or `admin`) scope (the token cache
+answers, or one shared database read per token when its entry expired). It hands the page's shared
+body and headers (built once per page: the same `bytes` object for every waiter) straight to the
+server, and records the same request metrics as the telemetry middleware. Anything else — a
+malformed query, a bad token, tracing on, a 410 or a database error from the feed — goes to the
+framework's route (control/routers/sync.py), which answers it the full way; so the wire format and
+every error stay exactly those of the route.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
+from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from control.services.auth import cached_caller
+from control.services.auth import Caller, authenticate
 from control.services.sync import MAX_WAIT_S, ChangeFeed, Page
+from control.state import ControlState
+from control.telemetry import ControlTelemetry
 from sync.models import Scope as TokenScope
 from sync.validation import INT63_MAX
 
@@ -52,48 +58,62 @@ def parse_query(query: bytes) -> tuple[int, float] | None:
     return since, wait
 
 
-def _authorization(scope: Scope) -> str | None:
+def _headers(scope: Scope) -> tuple[str | None, bool]:
+    """(the Authorization header, whether the request says it has a body)."""
+    authorization: str | None = None
+    body = False
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name in (b"content-length", b"transfer-encoding"):
+            body = True
+    return authorization, body
 
 
-class SyncChangesFastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._route: object | None = None
+async def _caller(state: ControlState, authorization: str | None) -> Caller | None:
+    try:
+        return await authenticate(state.pool, state.tokens, authorization)
+    except Exception:  # unauthorized, or the database is down: the route answers it
+        return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        app = scope["app"]
-        query = parse_query(scope["query_string"])
-        caller = cached_caller(app.state.control.tokens, _authorization(scope))
-        if query is None or caller is None or not caller.allows(TokenScope.EDGE):
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self._route_of(app)  # as the router would have set it (telemetry reads it)
+
+def handles(scope: Scope) -> bool:
+    return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET")
+
+
+async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    """Answer a `handles(scope)` request; None when answered (or the client went away), else the
+    `receive` with which the framework's route must answer it instead."""
+    tel: ControlTelemetry = app.state.telemetry
+    query = parse_query(scope["query_string"])
+    authorization, has_body = _headers(scope)
+    if query is None or has_body or tel.tracing:  # traced requests take the instrumented path
+        return receive
+    caller = await _caller(app.state.control, authorization)
+    if caller is None or not caller.allows(TokenScope.EDGE):
+        return receive
+    started = time.perf_counter()
+    tel.active_requests.begin("GET")
+    try:
         replay: list[Message] = []
         page = await _unless_disconnected(app.state.sync.feed, *query, receive, replay)
         if page is None:
-            return  # the client went away; nobody reads an answer
-        if isinstance(page, Page):
-            await send({"type": "http.response.start", "status": 200, "headers": page.headers})
-            await send({"type": "http.response.body", "body": page.body})
-            return
+            return None  # the client went away; nobody reads an answer
+        if not isinstance(page, Page):
 
-        async def replaying() -> Message:
-            return replay.pop(0) if replay else await receive()
+            async def replaying() -> Message:
+                return replay.pop(0) if replay else await receive()
 
-        await self.app(scope, replaying, send)  # an error: the route answers it (410, 503, ...)
+            return replaying  # an error: the route answers it (410, 503, ...)
+        await send({"type": "http.response.start", "status": 200, "headers": page.headers})
+        await send({"type": "http.response.body", "body": page.body})
+        tel.request_duration.record(time.perf_counter() - started, _ATTRIBUTES)
+        return None
+    finally:
+        tel.active_requests.end("GET")
 
-    def _route_of(self, app: object) -> object | None:
-        if self._route is None:
-            routes = getattr(app, "routes", ())
-            self._route = next((r for r in routes if getattr(r, "path", None) == PATH), None)
-        return self._route
+
+_ATTRIBUTES = {"http.request.method": "GET", "http.response.status_code": 200, "http.route": PATH}
 
 
 class _Failed:

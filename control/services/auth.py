@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 
 from control.queries import api_tokens
+from control.singleflight import SingleFlight
 from control.versioning import write_transaction
 from sync.confinement import Confinement
 from sync.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -73,6 +75,7 @@ class TokenCache:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: dict[bytes, tuple[float, Caller | None]] = {}
+        self._flights: SingleFlight[Caller | None] = SingleFlight()
 
     def get(self, lookup: bytes) -> tuple[bool, Caller | None]:
         hit = self._entries.get(lookup)
@@ -90,6 +93,21 @@ class TokenCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    async def lookup(self, key: bytes, read: Callable[[], Awaitable[Caller | None]]) -> Caller | None:
+        """The cached caller of `key`, else `read()` once for every concurrent caller asking for it
+        (a thousand edges whose entry expired together make one database read, not a thousand)."""
+        cached, caller = self.get(key)
+        if cached:
+            return caller
+
+        async def read_and_keep() -> Caller | None:
+            found = await read()
+            self.put(key, found)
+            return found
+
+        caller, _ = await self._flights.run(key.hex(), read_and_keep)
+        return caller
 
 
 def _caller(row: asyncpg.Record | None) -> Caller | None:
@@ -112,26 +130,18 @@ def _bearer_digest(authorization: str) -> bytes | None:
     return hash_token(token)
 
 
-def cached_caller(cache: TokenCache, authorization: str | None) -> Caller | None:
-    """The caller of `authorization` when the cache knows it as a valid token, else None (the caller
-    is then authenticated the full way, `authenticate`, which also answers the errors)."""
-    digest = _bearer_digest(authorization) if authorization else None
-    if digest is None:
-        return None
-    return cache.get(digest)[1]
-
-
 async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
     if not authorization:
         raise Unauthorized("missing bearer token")
     digest = _bearer_digest(authorization)
     if digest is None:
         raise Unauthorized("expected `Authorization: Bearer <token>`")
-    cached, caller = cache.get(digest)
-    if not cached:
+
+    async def read() -> Caller | None:
         async with pool.acquire() as conn:
-            caller = _caller(await api_tokens.by_hash(conn, digest))
-        cache.put(digest, caller)
+            return _caller(await api_tokens.by_hash(conn, digest))
+
+    caller = await cache.lookup(digest, read)
     if caller is None:
         raise Unauthorized("unknown, expired or revoked token")
     return caller
@@ -140,11 +150,12 @@ async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str
 async def caller_by_id(pool: asyncpg.Pool, cache: TokenCache, token_id: str) -> Caller:
     """The caller an edge names when it forwards a user's call (the edge authenticated the bearer)."""
     lookup = b"id:" + token_id.encode()
-    cached, caller = cache.get(lookup)
-    if not cached:
+
+    async def read() -> Caller | None:
         async with pool.acquire() as conn:
-            caller = _caller(await api_tokens.by_id(conn, token_id))
-        cache.put(lookup, caller)
+            return _caller(await api_tokens.by_id(conn, token_id))
+
+    caller = await cache.lookup(lookup, read)
     if caller is None:
         raise Unauthorized("the forwarded caller's token is unknown, expired or revoked")
     return caller

@@ -1,6 +1,7 @@
 """Fan-out benchmark: one control plane feeding N long-polling edges (N = 1,000 and 10,000).
 
     .venv/bin/python -m bench.fanout [--clients 1000 10000] [--procs 4] [--commits 20] [--baseline-src DIR]
+                                     [--heartbeats 3000]
 
 Runs `meridian control serve` (embedded PostgreSQL in a temp dir) and `--procs` client processes on
 loopback that hold N lightweight sync clients between them: each is one keep-alive HTTP/1.1
@@ -18,7 +19,9 @@ Also the control plane's RSS and CPU seconds over the measured commits, and the 
 
 `--baseline-src DIR` first runs the same measurement against the control plane from another
 checkout (e.g. `git archive main | tar -x -C DIR`), so the change is shown against a baseline on the
-same machine in the same run. Targets: p99 <= 200 ms at 1,000 clients, <= 1 s at 10,000.
+same machine in the same run. Then `--heartbeats` steady-state heartbeats of 1,000 registered nodes
+(closed loop, 32 in flight): what each edge costs every HEARTBEAT_INTERVAL_S.
+Targets: p99 <= 200 ms at 1,000 clients, <= 1 s at 10,000.
 Prints JSON. Every process it starts is stopped on exit, failure included.
 """
 
@@ -48,7 +51,7 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
-from bench.common import ADMIN_TOKEN, free_port, percentile, wait_http  # noqa: E402
+from bench.common import ADMIN_TOKEN, closed_loop, free_port, percentile, summary_ms, wait_http  # noqa: E402
 from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, database_url  # noqa: E402
 from control.notifier import CHANNEL  # noqa: E402
 from meridian import processes  # noqa: E402
@@ -364,6 +367,39 @@ async def measure(url: str, db_url: str, pid: int, n: int, procs: int, commits: 
     }
 
 
+async def heartbeats(url: str, nodes: int, rounds: int, concurrency: int = 32) -> dict[str, Any]:
+    """Steady-state heartbeats (a registered node, no backend changes): what N edges cost the control
+    plane and PostgreSQL every HEARTBEAT_INTERVAL_S, measured closed-loop."""
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        r = await http.post(f"{url}/v1/tokens", json={"name": "fanout-heartbeats", "scopes": ["edge"]})
+        edge = {"Authorization": f"Bearer {(await r.json())['token']}"}
+
+    def body(i: int) -> dict[str, Any]:
+        return {
+            "node_id": f"nd-hb-{i % nodes}", "region": "eu-west", "address": f"http://hb-{i % nodes}.test:1",
+            "capacity": 100, "applied_version": 0, "backends": [],
+        }  # fmt: skip
+
+    failures = 0
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        nonlocal failures
+        async with session.post(f"{url}/v1/nodes/heartbeat", json=body(i), headers=edge) as r:
+            await r.read()
+            failures += r.status != 200
+
+    await closed_loop(one, total=nodes, concurrency=concurrency)  # registration: one version each
+    elapsed, lat = await closed_loop(one, total=nodes * rounds, concurrency=concurrency)
+    return {
+        "nodes": nodes,
+        "heartbeats": nodes * rounds,
+        "per_s": round(nodes * rounds / elapsed, 1),
+        **summary_ms(lat),
+        "errors": failures,
+        "concurrency": concurrency,
+    }
+
+
 @contextlib.contextmanager
 def _control_plane(src: Path, data_dir: Path, port: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The control plane from the checkout `src` (its own modules first on the path)."""
@@ -380,8 +416,8 @@ def _control_plane(src: Path, data_dir: Path, port: int) -> Iterator[tuple[str, 
         processes.stop(proc, grace_s=20)
 
 
-def run_one(src: Path, sizes: list[int], procs: int, commits: int) -> list[dict[str, Any]]:
-    results = []
+def run_one(src: Path, sizes: list[int], procs: int, commits: int, beats: int) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="meridian-fanout-") as tmp,
         _control_plane(src, Path(tmp), free_port()) as (url, proc),
@@ -390,6 +426,8 @@ def run_one(src: Path, sizes: list[int], procs: int, commits: int) -> list[dict[
         for n in sizes:
             db_url = database_url(admin_url, DATABASE_NAME)
             results.append(asyncio.run(measure(url, db_url, proc.pid, n, procs, commits)))
+        if beats:
+            results.append({"heartbeats": asyncio.run(heartbeats(url, 1000, max(1, beats // 1000)))})
     return results
 
 
@@ -398,6 +436,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--procs", type=int, default=4, help="Client processes the clients are spread over.")
     parser.add_argument("--commits", type=int, default=20)
+    parser.add_argument("--heartbeats", type=int, default=3000, help="Steady-state heartbeats to time (0: none).")
     parser.add_argument("--baseline-src", type=Path, help="Also measure the control plane of this checkout first.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -414,9 +453,9 @@ def main() -> None:
     started = time.monotonic()
     result: dict[str, Any] = {"bench": "fanout"}
     if args.baseline_src is not None:
-        runs = run_one(args.baseline_src, args.clients, args.procs, args.commits)
+        runs = run_one(args.baseline_src, args.clients, args.procs, args.commits, 0)
         result["baseline"] = {"src": str(args.baseline_src), "runs": runs}
-    result["this_checkout"] = run_one(REPO, args.clients, args.procs, args.commits)
+    result["this_checkout"] = run_one(REPO, args.clients, args.procs, args.commits, args.heartbeats)
     result["cpus"] = os.cpu_count()
     result["nofile_limit"] = [soft, hard]
     result["python"] = sys.version.split()[0]

@@ -28,11 +28,13 @@ from edge.fastpath import ClientProtocol, FastPath, Limits
 from edge.forwarding import ForwardingPolicy, redacted
 from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
+from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
 from edge.telemetry import TELEMETRY, EdgeTelemetry, telemetry_middleware
+from edge.warm_pool import WarmPool
 from sync.client import SyncClient
 from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
@@ -93,15 +95,26 @@ async def send_heartbeat(app: web.Application) -> None:
         executors=app[keys.EXECUTORS].kinds,
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
+        enrol=not app[keys.NODE_TOKEN].enrolled,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
     except MeridianError as exc:
-        log.warning("heartbeat failed: %s", exc.message)
+        log.warning("heartbeat failed: %s (%s)", exc.message, exc.code.value)
         return
+    if answer.node_token is not None:
+        await _enrolled(app, answer.node_token)
     app[keys.DRAIN].update(answer.draining)
     if not app[keys.SYNC_LOOP].reachable:
         app[keys.SYNC_LOOP].nudge()  # the control plane is back: sync (and replay) now, not after a backoff
+
+
+async def _enrolled(app: web.Application, secret: str) -> None:
+    """The control plane bound a token to this node: keep it and speak with it from now on."""
+    await asyncio.to_thread(app[keys.NODE_TOKEN].store, secret)
+    app[keys.CONTROL].use_token(secret)
+    app[keys.SYNC_CLIENT].use_token(secret)
+    log.info("node %s enrolled: using its own node-bound token", app[keys.NODE_ID])
 
 
 async def _heartbeat_forever(app: web.Application) -> None:
@@ -138,10 +151,20 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.NODE_ID] = await asyncio.to_thread(settings.node_id)
         # Built off the loop: the SDK's resource detection and exporter imports block.
         tel = app[TELEMETRY] = await asyncio.to_thread(EdgeTelemetry, settings.region, app[keys.NODE_ID])
-        control = ControlClient(endpoints, settings.token, session)
+        node_token = app[keys.NODE_TOKEN] = NodeToken(settings.data_dir, settings.token)
+        token = await asyncio.to_thread(node_token.load)
+        control = ControlClient(endpoints, token, session)
         app[keys.CONTROL] = control
         activity = Activity()
         app[keys.ACTIVITY] = activity
+        pool = WarmPool(
+            node_id=app[keys.NODE_ID],
+            region=settings.region,
+            replica=replica,
+            capacity=settings.capacity,
+            running=lambda: drone.running(),
+            draining=lambda: app[keys.DRAIN].draining,
+        )
         drone = Drone(
             node_id=app[keys.NODE_ID],
             region=settings.region,
@@ -151,6 +174,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
             idle_check_s=settings.idle_check_s,
             journal=journal,
             online=lambda: app[keys.SYNC_LOOP].reachable,
+            pool=pool,
         )
         executor = build_executors(settings, drone.on_exit)
         app[keys.EXECUTORS] = executor
@@ -158,7 +182,8 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
         replica.add_listener(drone.on_changes)
-        app[keys.SYNC_LOOP] = SyncLoop(SyncClient(endpoints, settings.token, session=session), tel.traced_sink(replica))
+        app[keys.SYNC_CLIENT] = SyncClient(endpoints, token, session=session)
+        app[keys.SYNC_LOOP] = SyncLoop(app[keys.SYNC_CLIENT], tel.traced_sink(replica))
         app[keys.PROXY] = Proxy(
             replica=replica,
             drone=drone,
@@ -274,7 +299,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
+    # handler_cancellation: a client gone mid-answer (a status stream, a proxied stream) ends its
+    # handler at once, so its connection stops counting toward the cap and its upstream is freed.
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s, handler_cancellation=True
+    )
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
@@ -292,7 +321,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server
-    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
+    fast.handed_over = lambda: len(aiohttp_server.connections)
+    app[TELEMETRY].watch_client_connections(fast.open_connections)
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024

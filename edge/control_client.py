@@ -27,6 +27,10 @@ class ControlClient:
         self._session = session
         self._timed_out_at = -float("inf")  # monotonic time of the last call that timed out
 
+    def use_token(self, token: str) -> None:
+        """Switch to another token (the node's own, once enrolled)."""
+        self._auth = {"Authorization": f"Bearer {token}"}
+
     def probe_worthwhile(self) -> bool:
         """Whether a call is worth trying while sync counts the control plane as unreachable: a
         refused connection fails at once, so only a timeout in the last few moments says to skip it."""

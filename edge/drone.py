@@ -17,14 +17,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.activity import Activity
 from edge.control_client import ControlClient
-from edge.executors import BackendExit, Executor, ExecutorError, SpawnRequest
+from edge.executors import BackendExit, Executor, ExecutorError, PoolTag, SpawnRequest
 from edge.journal import Journal, JournaledBackend
 from edge.replica import Replica
+from edge.warm_pool import ClaimTimes, WarmPool
 from sync.errors import MeridianError
 from sync.models import BackendStatus, Change, ChangeKind, StatusReport, TemplateSpec, TerminationReason
 from sync.state import BackendState
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 
 StopListener = Callable[[str, TerminationReason], None]
+StatusListener = Callable[[StatusReport], None]
 
 
 @dataclass
@@ -48,6 +50,8 @@ class LocalBackend:
     exit_code: int | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the backend is ready or gone: what a request waiting for it waits on."""
+    pool_member: str | None = None
+    """The warm-pool member it claimed (None: started cold)."""
 
     def report(self) -> StatusReport:
         return StatusReport(
@@ -71,6 +75,7 @@ class Drone:
         idle_check_s: float = 1.0,
         journal: Journal | None = None,
         online: Callable[[], bool] = lambda: True,
+        pool: WarmPool | None = None,
     ) -> None:
         self.node_id = node_id
         self.region = region
@@ -87,21 +92,36 @@ class Drone:
         self.journal = journal
         self._online = online
         self._stop_listeners: list[StopListener] = []
+        self._status_listeners: list[StatusListener] = []
+        self.pool = pool
+        self.claim_listeners: list[Callable[[LocalBackend, ClaimTimes, bool], None]] = []
+        """Called after each claim attempt (backend, times, claimed) — telemetry."""
 
     # ---- wiring ---------------------------------------------------------------------------------
 
     def attach(self, executor: Executor) -> None:
         self.executor = executor
+        if self.pool is not None:
+            self.pool.attach(executor)
 
     def add_stop_listener(self, listener: StopListener) -> None:
         """Called with (backend id, reason) just before a backend is stopped, e.g. so the proxy closes
         its WebSockets with the reason (`superseded`) before the process goes."""
         self._stop_listeners.append(listener)
 
+    def add_status_listener(self, listener: StatusListener) -> Callable[[], None]:
+        """Called with every status change of a backend this node runs, as it happens (before any
+        report reaches the control plane): what the browsers' status stream follows while the
+        replica does not know the backend yet (an offline spawn). Returns its removal."""
+        self._status_listeners.append(listener)
+        return lambda: self._status_listeners.remove(listener)
+
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: any backend change may concern this node."""
         if any(c.kind is ChangeKind.BACKEND for c in changes):
             self._dirty.set()
+        if self.pool is not None and any(c.kind in (ChangeKind.TEMPLATE, ChangeKind.TEMPLATE_NAME) for c in changes):
+            self.pool.wake()
 
     async def run(self) -> None:
         """Reconcile on every replica change, report states, enforce idle and lifetime limits."""
@@ -111,6 +131,8 @@ class Drone:
             asyncio.create_task(self._report_forever(), name="drone-reports"),
             asyncio.create_task(self._limits_forever(), name="drone-limits"),
         ]
+        if self.pool is not None:
+            workers.append(asyncio.create_task(self.pool.run(), name="warm-pool"))
         try:
             await asyncio.gather(*workers)
         finally:
@@ -255,6 +277,10 @@ class Drone:
 
     async def _run_start(self, local: LocalBackend, request: SpawnRequest) -> None:
         assert self.executor is not None
+        if await self._claim(local, request):
+            return
+        if self.pool is not None:
+            self.pool.make_room()
         try:
             address = await self.executor.start(request)
         except ExecutorError as exc:
@@ -267,6 +293,41 @@ class Drone:
             if self.journal is not None:
                 pid = getattr(self.executor, "pid", lambda _: None)(local.id)
                 self._spawn_task(self.journal.record_process(local.id, pid, address))
+
+    async def _claim(self, local: LocalBackend, request: SpawnRequest) -> bool:
+        """A new backend of a pooled template takes a ready warm-pool member, if one takes the claim."""
+        pool = self.pool
+        if pool is None or not local.template.warm_pool or request.pool is not None:
+            return False
+        times = ClaimTimes()
+        user = local.state.user_id if local.state is not None else None
+        while (member := pool.take(request.template_id)) is not None:
+            if not await pool.claim(member, request, user, times):
+                continue
+            assert member.address is not None
+            local.pool_member = member.id
+            for listener in self.claim_listeners:
+                listener(local, times, True)
+            if local.status is not BackendStatus.STARTING:  # stopped while the claim was on its way
+                await self.executor_stop(local.id, local.reason or TerminationReason.REQUESTED)
+                return True
+            self._ready(local, member.address)
+            local.started_at = member.started_at  # lifetime counts from the process's start
+            if self.journal is not None:
+                pid = getattr(self.executor, "pid", lambda _: None)(local.id)
+                self._spawn_task(self.journal.record_process(local.id, pid, member.address, pool_member=member.id))
+            return True
+        if times.members_tried:
+            for listener in self.claim_listeners:
+                listener(local, times, False)
+        return False
+
+    async def executor_stop(self, backend_id: str, reason: TerminationReason) -> None:
+        assert self.executor is not None
+        try:
+            await self.executor.stop(backend_id, hard=True, reason=reason)
+        except ExecutorError as exc:
+            log.warning("stopping backend %s failed: %s", backend_id, exc)
 
     def _ready(self, local: LocalBackend, address: str) -> None:
         local.address = address
@@ -287,8 +348,16 @@ class Drone:
         for known in self.journal.backends():
             if known.ended or known.backend.id in self.local:
                 continue
-            address = await adopt(self._spawn_request(known.backend, known.spec)) if adopt else None
+            request = self._spawn_request(known.backend, known.spec)
+            if known.pool_member is not None:
+                request = replace(request, pool=PoolTag(known.pool_member, self.node_id))
+            address = await adopt(request) if adopt else None
             self._restored(known, address)
+        # Unclaimed warm-pool members of the crashed process are in no journal: stop them (the
+        # pool starts new ones) rather than leave them running unseen or take them for backends.
+        kill_orphans = getattr(self.executor, "kill_pool_orphans", None)
+        if kill_orphans is not None:
+            await kill_orphans(self.node_id)
 
     def _restored(self, known: JournaledBackend, address: str | None) -> None:
         local = LocalBackend(id=known.backend.id, template=known.spec, state=known.backend)
@@ -307,6 +376,8 @@ class Drone:
 
     async def on_exit(self, exit_: BackendExit) -> None:
         """Executor callback: the backend's process (or job) is gone, whatever the cause."""
+        if self.pool is not None and self.pool.on_exit(exit_.backend_id):
+            return
         local = self.local.get(exit_.backend_id)
         if local is not None and local.status is not BackendStatus.TERMINATED:
             self._finish(local, local.reason or exit_.reason, exit_.exit_code)
@@ -342,6 +413,11 @@ class Drone:
     def _report(self, local: LocalBackend) -> None:
         report = local.report()
         self._reports.put_nowait(report)
+        for listener in list(self._status_listeners):
+            try:
+                listener(report)
+            except Exception:
+                log.exception("status listener %r failed", listener)
         if self.journal is not None:
             self._spawn_task(self.journal.record_status(report, replay=not self._online()))
 

@@ -3,7 +3,7 @@
 One append-only file of JSON lines in `<data_dir>/journal/journal.jsonl`:
 
     {"t": "backend", "seq": N, "replay": bool, "backend": {...BackendState}, "spec": {...TemplateSpec}}
-    {"t": "process", "id": "bk-…", "pid": P, "address": "host:port"}
+    {"t": "process", "id": "bk-…", "pid": P, "address": "host:port", "pool_member"?: "wp-…"}
     {"t": "status",  "seq": N, "replay": bool, "report": {...StatusReport}}
     {"t": "ack",     "upto": N}
 
@@ -51,6 +51,8 @@ class JournaledBackend:
     spec: TemplateSpec
     pid: int | None = None
     address: str | None = None
+    pool_member: str | None = None
+    """The warm-pool member whose process it is (found by MERIDIAN_POOL_MEMBER when adopting)."""
     last: StatusReport | None = None
     seq: int = 0
     last_seq: int = 0
@@ -89,6 +91,7 @@ class _Image:
             known = self.backends.get(record["id"])
             if known is not None:
                 known.pid, known.address = record.get("pid"), record.get("address")
+                known.pool_member = record.get("pool_member")
         elif kind == "status":
             report = StatusReport.model_validate(record["report"])
             known = self.backends.get(report.id)
@@ -188,8 +191,13 @@ class Journal:
             {"t": "backend", "seq": self._next(), "replay": replay, "backend": backend.body(), "spec": _json(spec)}
         )
 
-    async def record_process(self, backend_id: str, pid: int | None, address: str) -> None:
-        await self._append({"t": "process", "id": backend_id, "pid": pid, "address": address})
+    async def record_process(
+        self, backend_id: str, pid: int | None, address: str, *, pool_member: str | None = None
+    ) -> None:
+        record: dict[str, Any] = {"t": "process", "id": backend_id, "pid": pid, "address": address}
+        if pool_member is not None:
+            record["pool_member"] = pool_member
+        await self._append(record)
 
     async def record_status(self, report: StatusReport, *, replay: bool) -> None:
         if report.id not in self._image.backends:
@@ -291,7 +299,10 @@ def _compact(path: Path, image: _Image) -> _Image:
             )
         )
         if known.address is not None:
-            records.append((known.seq, {"t": "process", "id": bid, "pid": known.pid, "address": known.address}))
+            process: dict[str, Any] = {"t": "process", "id": bid, "pid": known.pid, "address": known.address}
+            if known.pool_member is not None:
+                process["pool_member"] = known.pool_member
+            records.append((known.seq, process))
         if known.last is not None and known.last_seq not in image.pending:
             report = {"t": "status", "seq": known.last_seq, "replay": False, "report": _json(known.last)}
             records.append((known.last_seq, report))

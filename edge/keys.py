@@ -12,10 +12,12 @@ from edge.drone import Drone
 from edge.executors.router import Executors
 from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
+from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
 from edge.proxy import Proxy
 from edge.replica import Replica
 from edge.settings import EdgeSettings
+from sync.client import SyncClient
 from sync.loop import SyncLoop
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
@@ -32,3 +34,5 @@ DRAIN = web.AppKey("drain", DrainState)
 JOURNAL = web.AppKey("journal", Journal)
 OFFLINE = web.AppKey("offline", OfflineConnect)
 REPLAYER = web.AppKey("replayer", JournalReplayer)
+NODE_TOKEN = web.AppKey("node_token", NodeToken)
+SYNC_CLIENT = web.AppKey("sync_client", SyncClient)

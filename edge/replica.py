@@ -406,6 +406,11 @@ class Replica:
         named = self._typed(TemplateNameState, name)
         return self.template(named.id) if named is not None else None
 
+    def named_templates(self) -> list[TemplateState]:
+        """The templates names point at now (not every version ever replicated)."""
+        named = {n.id for n in self._all(TemplateNameState)}
+        return [t for t in (self.template(i) for i in sorted(named)) if t is not None]
+
     def region(self, name: str) -> RegionState | None:
         return self._typed(RegionState, name)
 

@@ -12,7 +12,7 @@ from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore", validate_assignment=True)
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
     control_url: str = Field(

@@ -384,6 +384,9 @@ class TracedExecutor:
     def status(self, backend_id: str) -> ExecutorStatus:
         return self._inner.status(backend_id)
 
+    async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
+        return await self._inner.rekey(member_id, req)
+
     async def close(self) -> None:
         await self._inner.close()
 

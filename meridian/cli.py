@@ -61,10 +61,10 @@ def control_serve(
     ):
         if value is not None:
             overrides[name] = value
+    if default_region:
+        overrides["placement"] = {"default_region": default_region}  # validated with the rest, not assigned after
     try:
         settings = ControlSettings(**overrides)  # type: ignore[arg-type]
-        if default_region:
-            settings.placement.default_region = default_region
         serve(settings)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -135,11 +135,11 @@ def edge_serve(
             shutdown_drain_s=shutdown_drain_s,
             internal_url=internal_url,
             cors_origins=cors_origin or [],
+            # Every value goes through the constructor: model_copy(update=...) would skip validation.
+            **({"max_body_bytes": max_body_bytes} if max_body_bytes is not None else {}),  # type: ignore[arg-type]
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
             **({"nomad_addr": nomad_addr} if nomad_addr else {}),  # type: ignore[arg-type]
         )
-        if max_body_bytes is not None:
-            settings = settings.model_copy(update={"max_body_bytes": max_body_bytes})
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     serve(settings)

@@ -8,7 +8,12 @@ image would set 0.0.0.0):
   ``x-meridian-secret`` equal to ``MERIDIAN_SECRET``) and ``headers_seen`` (names of the
   ``x-meridian-*`` request headers; never their values);
 * ``GET /ws``    WebSocket echo, text and binary;
-* ``POST /echo`` streams the request body back as it arrives.
+* ``POST /echo`` streams the request body back as it arrives;
+* ``POST /_meridian/claim`` (the template's ``claim_path`` for a warm pool): a pool member started
+  without an identity (``MERIDIAN_POOL_MEMBER`` set, no ``MERIDIAN_BACKEND_ID``) takes the one the
+  edge sends — ``backend_id``, ``key``, ``fencing_token``, ``user``, ``secret``, ``base_path`` — once,
+  when the call carries the ``x-meridian-secret`` it was started with. ``/info`` then shows it,
+  with ``claimed: true`` and the claiming ``user``.
 
 SIGTERM or SIGINT → graceful shutdown, exit code 0. It must start fast: only aiohttp and a few
 standard modules are imported, and nothing from the rest of Meridian.
@@ -36,9 +41,13 @@ if __name__ == "__main__":
 from aiohttp import WSMsgType, web
 
 _WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+CLAIM_PATH = "/_meridian/claim"
+
+_CLAIM = web.AppKey("claim", dict[str, object])
+"""What the claim said (empty until a warm-pool member is claimed): it overrides the environment."""
 
 
-def _identity() -> dict[str, object]:
+def _env_identity() -> dict[str, object]:
     token = os.environ.get("MERIDIAN_FENCING_TOKEN", "")
     return {
         "backend_id": os.environ.get("MERIDIAN_BACKEND_ID", ""),
@@ -48,16 +57,47 @@ def _identity() -> dict[str, object]:
     }
 
 
+def _identity(app: web.Application) -> dict[str, object]:
+    claimed = app[_CLAIM]
+    if not claimed:
+        return _env_identity()
+    fields = ("backend_id", "key", "fencing_token")
+    return {**_env_identity(), **{name: claimed.get(name) for name in fields}}
+
+
+def _secret(app: web.Application) -> str:
+    claimed = app[_CLAIM].get("secret")
+    return claimed if isinstance(claimed, str) else os.environ.get("MERIDIAN_SECRET", "")
+
+
 def _proxied(request: web.Request) -> bool:
-    secret = os.environ.get("MERIDIAN_SECRET", "")
+    secret = _secret(request.app)
     sent = request.headers.get("x-meridian-secret")
     return bool(secret) and sent is not None and hmac.compare_digest(sent.encode(), secret.encode())
+
+
+async def claim(request: web.Request) -> web.Response:
+    """A warm-pool member learns whose backend it is: once, from the edge (it knows the secret)."""
+    if not _proxied(request):
+        return web.json_response({"error": "not from this backend's edge"}, status=403)
+    claimed = request.app[_CLAIM]
+    if claimed or not os.environ.get("MERIDIAN_POOL_MEMBER"):
+        return web.json_response({"error": "already claimed"}, status=409)
+    try:
+        body = await request.json()
+        token, backend_id, secret = body["fencing_token"], body["backend_id"], body["secret"]
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "claim needs backend_id, fencing_token and secret"}, status=400)
+    if not (isinstance(token, int) and isinstance(backend_id, str) and isinstance(secret, str) and secret):
+        return web.json_response({"error": "claim needs backend_id, fencing_token and secret"}, status=400)
+    claimed.update({name: body.get(name) for name in ("backend_id", "key", "fencing_token", "user", "secret")})
+    return web.json_response({"claimed": backend_id})
 
 
 async def index(request: web.Request) -> web.Response:
     rows = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
-        for name, value in _identity().items()
+        for name, value in _identity(request.app).items()
     )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Meridian demo backend</title></head>"
@@ -69,8 +109,10 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
-    body = _identity()
+    body = _identity(request.app)
     body["pid"] = os.getpid()
+    body["claimed"] = bool(request.app[_CLAIM])
+    body["user"] = request.app[_CLAIM].get("user")
     body["proxied"] = _proxied(request)
     body["headers_seen"] = sorted({h.lower() for h in request.headers if h.lower().startswith("x-meridian-")})
     return web.json_response(body)
@@ -111,11 +153,13 @@ async def _close_websockets(app: web.Application) -> None:
 def make_app() -> web.Application:
     app = web.Application()
     app[_WEBSOCKETS] = set[web.WebSocketResponse]()
+    app[_CLAIM] = {}
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", index)
     app.router.add_get("/info", info)
     app.router.add_get("/ws", websocket)
     app.router.add_post("/echo", echo)
+    app.router.add_post(CLAIM_PATH, claim)
     return app
 
 

@@ -189,6 +189,10 @@ class SyncClient:
         self.timeouts = timeouts or ClientTimeouts()
         self._max_line_bytes = max_line_bytes
 
+    def use_token(self, token: str) -> None:
+        """Switch to another token for the next calls (an edge's own, once it enrolled)."""
+        self._headers = {"Authorization": f"Bearer {token}"}
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()

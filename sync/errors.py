@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     BACKEND_GONE = "backend_gone"
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_UNREACHABLE = "backend_unreachable"
+    NODE_MISMATCH = "node_mismatch"
     INTERNAL = "internal"
 
 
@@ -64,6 +65,12 @@ class Unauthorized(MeridianError):
 
 class Forbidden(MeridianError):
     code, status = ErrorCode.FORBIDDEN, 403
+
+
+class NodeMismatch(MeridianError):
+    """An edge token speaking for a node it is not bound to, or an unbound one for a node that has its own."""
+
+    code, status = ErrorCode.NODE_MISMATCH, 403
 
 
 class NotFound(MeridianError):
@@ -138,6 +145,7 @@ _BY_CODE: dict[ErrorCode, type[MeridianError]] = {
         BadRequest,
         Unauthorized,
         Forbidden,
+        NodeMismatch,
         NotFound,
         RegionUnknown,
         Conflict,
@@ -148,6 +156,7 @@ _BY_CODE: dict[ErrorCode, type[MeridianError]] = {
         SnapshotRequired,
         PayloadTooLarge,
         TemplateUnknown,
+        ExecutorUnavailable,
         TooManyRequests,
         NoCapacity,
         DatabaseUnavailable,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text
+from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text, UrlPath
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -115,6 +115,10 @@ class FromEdgeEnv(Strict):
     from_edge_env: EnvName
 
 
+MAX_WARM_POOL = 1000
+"""Most pool members a template may ask each node to keep (the node's capacity bounds it too)."""
+
+
 class TemplateSpec(Strict):
     executor: ExecutorKind
     argv: list[Annotated[ProcessText, Field(max_length=4096)]] | None = Field(default=None, max_length=256)
@@ -134,6 +138,19 @@ class TemplateSpec(Strict):
     max_body_bytes: int | None = Field(
         default=None, ge=1024, le=1 << 36, description="Largest request body for this template's backends."
     )
+    warm_pool: int = Field(
+        default=0,
+        strict=True,
+        ge=0,
+        le=MAX_WARM_POOL,
+        description="Started, unclaimed backends each edge node keeps of this template (per node; process "
+        "executor only; needs claim_path). A new key's backend claims one instead of starting.",
+    )
+    claim_path: UrlPath | None = Field(
+        default=None,
+        description="Where the edge POSTs a pooled backend's identity (key, backend id, fencing token, user) "
+        "when a new key claims it; a 2xx answer claims it.",
+    )
 
     @model_validator(mode="after")
     def _executor_needs(self) -> TemplateSpec:
@@ -141,6 +158,8 @@ class TemplateSpec(Strict):
             raise ValueError("a process template needs a non-empty argv")
         if self.executor == "nomad" and not (self.image or self.argv):
             raise ValueError("a nomad template needs an image (docker) or an argv (raw_exec)")
+        if self.warm_pool and (self.executor != "process" or self.claim_path is None):
+            raise ValueError("warm_pool needs the process executor and a claim_path")
         return self
 
 
@@ -279,6 +298,9 @@ class HeartbeatIn(Strict):
     unhealthy_reason: str | None = Field(
         default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
     )
+    enrol: StrictBool = False
+    """Sent with an unbound edge token: bind a new token to this node and return it (`node_token`),
+    if no token is bound to the node yet. Ignored with a bound (or admin) token."""
 
 
 NODE_ID_PATTERN = r"^nd-[A-Za-z0-9_-]{1,60}$"
@@ -309,6 +331,11 @@ class HeartbeatOut(Wire):
     version: int | None = Field(default=None, description="Version of the changes this heartbeat made.")
     backends: list[StatusReportResult]
     draining: bool = Field(default=False, description="The node is being drained: it stops its idle backends.")
+    node_token: str | None = Field(
+        default=None,
+        description="Answer to `enrol`: the secret of a token bound to this node, shown once. From now on only "
+        "a token bound to the node speaks for it.",
+    )
 
 
 # ---- API tokens -----------------------------------------------------------------------------
@@ -324,12 +351,16 @@ class TokenIn(Strict):
     user: User | None = None
     templates: list[Name] | None = Field(default=None, min_length=1, max_length=256)
     expires_at: AwareDatetime | None = None
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)] | None = None
+    """Bind an edge token to one node: it heartbeats, reports and replays only for that node."""
 
     @model_validator(mode="after")
     def _only_clients_are_confined(self) -> TokenIn:
         confined = self.key_prefix is not None or self.user is not None or self.templates is not None
         if confined and set(self.scopes) != {Scope.CLIENT}:
             raise ValueError("key_prefix, user and templates confine client tokens only (scopes: [client])")
+        if self.node_id is not None and set(self.scopes) != {Scope.EDGE}:
+            raise ValueError("node_id binds edge tokens only (scopes: [edge])")
         return self
 
 
@@ -340,6 +371,7 @@ class TokenView(Wire):
     key_prefix: str | None = None
     user: str | None = None
     templates: list[str] | None = None
+    node_id: str | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     token: str | None = Field(default=None, description="The secret, shown once, when the token is created.")

@@ -111,3 +111,10 @@ EMBEDDED_DB_RESTART_MAX_S: float = 5.0
 
 EMBEDDED_DB_RECOVERY_S: float = 10.0
 """Promise: the control plane serves again this soon after its embedded PostgreSQL died."""
+
+WARM_POOL_CLAIM_TIMEOUT_S: float = 2.0
+"""How long an edge waits for a warm-pool member to answer its claim before it discards the member
+and starts the backend cold (or claims the next member)."""
+
+WARM_POOL_CHECK_S: float = 1.0
+"""How often an edge checks its warm pools (fill, lifetime, drain) when nothing woke it sooner."""

@@ -56,6 +56,20 @@ def process_text(value: str) -> str:
     return value
 
 
+_URL_PATH = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)+$")
+
+
+def url_path(value: str) -> str:
+    """An absolute URL path the edge may POST to: no query or fragment, no whitespace or control
+    characters, no empty, ``.`` or ``..`` segments (a backend's route, never a way out of it)."""
+    if not _URL_PATH.fullmatch(value):
+        raise ValueError("must be an absolute path of URL path characters (no query, fragment, space or CR/LF)")
+    segments = value.split("/")[1:]
+    if any(seg in (".", "..") for seg in segments) or any(not seg for seg in segments[:-1]):
+        raise ValueError("must not contain empty, '.' or '..' segments")
+    return value
+
+
 def key(value: str) -> str:
     if not value:
         raise ValueError("key must not be empty")
@@ -103,6 +117,7 @@ Text = Annotated[str, AfterValidator(plain_text)]
 ProcessText = Annotated[str, AfterValidator(process_text)]
 """A process argument or environment value: anything but NUL and lone surrogates."""
 Key = Annotated[str, AfterValidator(key)]
+UrlPath = Annotated[str, Field(max_length=1024), AfterValidator(url_path)]
 HttpUrl = Annotated[str, AfterValidator(http_url)]
 Int63 = Annotated[int, Field(ge=-INT63_MAX - 1, le=INT63_MAX)]
 NonNegativeInt63 = Annotated[int, Field(ge=0, le=INT63_MAX)]

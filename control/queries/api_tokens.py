@@ -11,7 +11,7 @@ from control.db import Conn, one
 from sync.confinement import Confinement
 
 _RETURNING = (
-    "id, name, scopes, key_prefix, user_id, templates, expires_at, created_by, created_at,"
+    "id, name, scopes, key_prefix, user_id, templates, node_id, expires_at, created_by, created_at,"
     " encode(token_hash, 'hex') AS hash, revoked_at"
 )
 _VALID = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
@@ -43,12 +43,14 @@ async def insert_scoped(
     confinement: Confinement,
     expires_at: datetime | None,
     created_by: str,
+    node_id: str | None = None,
 ) -> asyncpg.Record:
     return await one(
         conn,
         f"""
-        INSERT INTO api_tokens (id, name, token_hash, scopes, key_prefix, user_id, templates, expires_at, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        INSERT INTO api_tokens
+            (id, name, token_hash, scopes, key_prefix, user_id, templates, expires_at, created_by, node_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         RETURNING {_RETURNING}
         """,
         token_id,
@@ -60,7 +62,14 @@ async def insert_scoped(
         sorted(confinement.templates) if confinement.templates is not None else None,
         expires_at,
         created_by,
+        node_id,
     )
+
+
+async def node_is_bound(conn: Conn, node_id: str) -> bool:
+    """Whether a valid token is bound to the node (then only such a token speaks for it)."""
+    query = f"SELECT EXISTS (SELECT 1 FROM api_tokens WHERE node_id = $1 AND {_VALID})"
+    return bool(await conn.fetchval(query, node_id))
 
 
 async def by_hash(conn: Conn, token_hash: bytes) -> asyncpg.Record | None:

@@ -67,7 +67,7 @@ async def report_status(backend_id: BackendId, body: StatusReport, state: State,
     """An edge reports one backend's status at once (heartbeats carry the same, later)."""
     if body.id != backend_id:
         raise BadRequest("body id differs from the path", fields={"id": "must equal the path's backend id"})
-    return await backends.report_status(state.pool, body)
+    return await backends.report_status(state.pool, caller, body)
 
 
 @router.get("/{backend_id}/events")

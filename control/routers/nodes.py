@@ -16,7 +16,7 @@ NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN)]
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(body: HeartbeatIn, state: State, caller: EdgeCaller) -> HeartbeatOut:
-    return await nodes.heartbeat(state.pool, body)
+    return await nodes.heartbeat(state.pool, caller, body)
 
 
 @router.post("/{node_id}/drain", response_model=NodeDrainView)
@@ -34,4 +34,4 @@ async def drain_status(node_id: NodeId, state: State, caller: ObserverCaller) ->
 @router.post("/{node_id}/journal", response_model=ReplayOut)
 async def replay_journal(node_id: NodeId, body: ReplayIn, state: State, caller: EdgeCaller) -> ReplayOut:
     """Reconciliation: the node's journal of what it did while the control plane was unreachable."""
-    return await journal_replay.replay(state.pool, node_id, body)
+    return await journal_replay.replay(state.pool, caller, node_id, body)

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from control.db import Conn
 from control.queries import api_tokens
 from control.singleflight import SingleFlight
-from control.versioning import write_transaction
+from control.versioning import WriteTx, write_transaction
 from sync.confinement import Confinement
-from sync.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from sync.errors import BadRequest, Forbidden, NodeMismatch, NotFound, Unauthorized
 from sync.ids import new_id
 from sync.models import ChangeKind, Scope, TokenIn, TokenView
 from sync.timing import AUTH_CACHE_TTL_S
@@ -30,6 +31,8 @@ class Caller:
     scopes: frozenset[Scope]
     confinement: Confinement = field(default_factory=Confinement)
     expires_at: datetime | None = None
+    node_id: str | None = None
+    """Set for a node-bound edge token: the only node it speaks for."""
 
     def allows(self, *allowed: Scope) -> bool:
         """True when the caller has `admin` or any of `allowed`."""
@@ -118,7 +121,36 @@ def _caller(row: asyncpg.Record | None) -> Caller | None:
         scopes=frozenset(Scope(s) for s in row["scopes"] if s in Scope.__members__.values()),
         confinement=Confinement.of(row["key_prefix"], row["user_id"], row["templates"]),
         expires_at=row["expires_at"],
+        node_id=row["node_id"],
     )
+
+
+async def check_speaks_for(conn: Conn, caller: Caller, node_id: str | None) -> None:
+    """A heartbeat, status report or journal replay for `node_id` (None: a backend not placed on a
+    node yet): an admin speaks for any node, a node-bound token only for its node, an unbound edge
+    token only for nodes no token is bound to."""
+    if caller.is_admin:
+        return
+    if caller.node_id is not None:
+        if caller.node_id != node_id:
+            raise NodeMismatch(
+                "this token is bound to another node", fields={"node_id": node_id, "bound_to": caller.node_id}
+            )
+        return
+    if node_id is not None and await api_tokens.node_is_bound(conn, node_id):
+        raise NodeMismatch(
+            "this node has its own token: only a token bound to it speaks for it", fields={"node_id": node_id}
+        )
+
+
+async def enrol_node(tx: WriteTx, caller: Caller, node_id: str) -> str | None:
+    """Bind a new token to a node no token is bound to (asked by an edge holding an unbound edge
+    token, in its heartbeat); its secret is returned once. None when nothing is to be done."""
+    if caller.is_admin or caller.node_id is not None or await api_tokens.node_is_bound(tx.conn, node_id):
+        return None
+    body = TokenIn(name=f"node {node_id}", scopes=[Scope.EDGE], node_id=node_id)
+    _, secret = await _mint(tx, caller, body, [Scope.EDGE.value], Confinement(), caller.expires_at)
+    return secret
 
 
 def _bearer_digest(authorization: str) -> bytes | None:
@@ -169,6 +201,7 @@ def _view(row: asyncpg.Record, secret: str | None = None) -> TokenView:
         key_prefix=row["key_prefix"],
         user=row["user_id"],
         templates=row["templates"],
+        node_id=row["node_id"],
         expires_at=row["expires_at"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
@@ -194,25 +227,42 @@ def _minted_expiry(caller: Caller, body: TokenIn) -> datetime | None:
     return expires_at
 
 
+def _minted_node(caller: Caller, body: TokenIn) -> str | None:
+    """Only an admin binds a token to a node (edge tokens cannot mint; they enrol their own node
+    through its heartbeat, where it is checked that no token is bound to the node yet)."""
+    if body.node_id is not None and not caller.is_admin:
+        raise Forbidden("only an admin token binds a token to a node", fields={"node_id": "admin only"})
+    return body.node_id
+
+
 async def issue_token(pool: asyncpg.Pool, caller: Caller, body: TokenIn) -> TokenView:
     scopes = _minted_scopes(caller, body)
     asked = (body.key_prefix, body.user, body.templates)
     confinement = Confinement.of(*asked) if caller.is_admin else caller.confinement.narrower(*asked)
     expires_at = _minted_expiry(caller, body)
-    secret = "mrd_" + secrets.token_urlsafe(32)
+    _minted_node(caller, body)
     async with write_transaction(pool) as tx:
-        row = await api_tokens.insert_scoped(
-            tx.conn,
-            token_id=new_id("tk"),
-            name=body.name,
-            token_hash=hash_token(secret),
-            scopes=scopes,
-            confinement=confinement,
-            expires_at=expires_at,
-            created_by=caller.token_id,
-        )
-        tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+        row, secret = await _mint(tx, caller, body, scopes, confinement, expires_at)
     return _view(row, secret)
+
+
+async def _mint(
+    tx: WriteTx, caller: Caller, body: TokenIn, scopes: list[str], confinement: Confinement, expires_at: datetime | None
+) -> tuple[asyncpg.Record, str]:
+    secret = "mrd_" + secrets.token_urlsafe(32)
+    row = await api_tokens.insert_scoped(
+        tx.conn,
+        token_id=new_id("tk"),
+        name=body.name,
+        token_hash=hash_token(secret),
+        scopes=scopes,
+        confinement=confinement,
+        expires_at=expires_at,
+        created_by=caller.token_id,
+        node_id=body.node_id,
+    )
+    tx.upsert(ChangeKind.API_TOKEN, row["hash"], api_tokens.replicated(row))
+    return row, secret
 
 
 async def list_tokens(pool: asyncpg.Pool, caller: Caller) -> list[TokenView]:

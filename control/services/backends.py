@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from control.queries import backends, token_revocations
-from control.services.auth import Caller
+from control.services.auth import Caller, check_speaks_for
 from control.versioning import WriteTx, write_transaction
 from sync.errors import BackendGone, NotFound
 from sync.ids import new_id
@@ -142,10 +142,12 @@ async def revoke(pool: asyncpg.Pool, backend_id: str, caller: Caller, user: str 
     return {"id": rev["id"], "backend_id": backend_id, "user": user, "revoked_at": rev["revoked_at"]}
 
 
-async def report_status(pool: asyncpg.Pool, report: StatusReport) -> BackendView:
+async def report_status(pool: asyncpg.Pool, caller: Caller, report: StatusReport) -> BackendView:
+    """One backend's status, from the edge of its node (a node-bound token reports only its own)."""
     async with write_transaction(pool) as tx:
         row = await backends.get(tx.conn, report.id, for_update=True)
         if row is None:
             raise NotFound(f"no backend {report.id!r}")
+        await check_speaks_for(tx.conn, caller, row["node_id"])
         row = await apply_report(tx, row, report) or row
     return view(row)

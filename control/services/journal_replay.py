@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncpg
 
 from control.queries import backends, edge_nodes, keys, templates
+from control.services.auth import Caller, check_speaks_for
 from control.services.backends import apply_report, transition
 from control.versioning import WriteTx, write_transaction
 from sync.errors import NotFound
@@ -25,9 +26,10 @@ from sync.offline import OfflineSpawn, ReplayIn, ReplayOut, ReplayOutcome, Repla
 from sync.state import BackendState, KeyState, from_row
 
 
-async def replay(pool: asyncpg.Pool, node_id: str, body: ReplayIn) -> ReplayOut:
+async def replay(pool: asyncpg.Pool, caller: Caller, node_id: str, body: ReplayIn) -> ReplayOut:
     results: list[ReplayResult] = []
     async with write_transaction(pool) as tx:
+        await check_speaks_for(tx.conn, caller, node_id)
         if await edge_nodes.get(tx.conn, node_id) is None:
             raise NotFound(f"no edge node {node_id!r}")
         for entry in body.entries:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from control.queries import backends, edge_nodes, regions
+from control.services.auth import Caller, check_speaks_for, enrol_node
 from control.services.backends import apply_report
 from control.versioning import write_transaction
 from sync.catalog import KNOWN_REGIONS
@@ -13,8 +14,9 @@ from sync.models import BackendStatus, HeartbeatIn, HeartbeatOut, StatusReport, 
 from sync.state import NodeState, RegionState, from_row
 
 
-async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
-    """Register or refresh a node and apply its backend reports.
+async def heartbeat(pool: asyncpg.Pool, caller: Caller, hb: HeartbeatIn) -> HeartbeatOut:
+    """Register or refresh a node and apply its backend reports (only the caller's own node, if
+    its token is bound to one; `enrol` binds a new token to a node that has none).
 
     Liveness (`last_heartbeat_at`, `applied_version`) is observation, not replicated state: a
     heartbeat moves the system version only when registration data or a backend status changes.
@@ -22,6 +24,7 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
     results: list[StatusReportResult] = []
     async with write_transaction(pool) as tx:
         conn = tx.conn
+        await check_speaks_for(conn, caller, hb.node_id)
         if await regions.get(conn, hb.region) is None:
             known = KNOWN_REGIONS.get(hb.region)
             if known is None:
@@ -60,7 +63,10 @@ async def heartbeat(pool: asyncpg.Pool, hb: HeartbeatIn) -> HeartbeatOut:
         )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.put(from_row(NodeState, node))
-    return HeartbeatOut(node_id=hb.node_id, version=tx.version, backends=results, draining=node["draining"])
+        node_token = await enrol_node(tx, caller, hb.node_id) if hb.enrol else None
+    return HeartbeatOut(
+        node_id=hb.node_id, version=tx.version, backends=results, draining=node["draining"], node_token=node_token
+    )
 
 
 def _moves(row: asyncpg.Record, report: StatusReport, node_id: str) -> bool:

@@ -48,6 +48,16 @@ _BACKEND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
+class PoolTag:
+    """A warm-pool member's process: started without a backend's identity, under ``member_id``
+    (``MERIDIAN_POOL_MEMBER``, what finds its processes before and after a claim) by ``node_id``
+    (``MERIDIAN_POOL_NODE``, what finds the unclaimed ones a crashed edge left behind)."""
+
+    member_id: str
+    node_id: str
+
+
+@dataclass(frozen=True)
 class SpawnRequest:
     backend_id: str
     key: str | None
@@ -56,6 +66,13 @@ class SpawnRequest:
     secret: str  # MERIDIAN_SECRET; the proxy sends it to the backend as x-meridian-secret
     template: TemplateSpec
     template_id: str
+    pool: PoolTag | None = None
+    """Set for a warm-pool member (started as ``backend_id == pool.member_id``, no key) and kept
+    when a claim gives it a backend's identity (``rekey``)."""
+
+    @property
+    def unclaimed(self) -> bool:
+        return self.pool is not None and self.backend_id == self.pool.member_id
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,10 @@ class Executor(Protocol):
 
     def status(self, backend_id: str) -> ExecutorStatus: ...
 
+    async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
+        """Know a claimed warm-pool member by its backend's id from now on (same process)."""
+        ...
+
     async def close(self) -> None:
         """Stop every backend this executor started (edge shutdown in tests and dev)."""
         ...
@@ -126,6 +147,17 @@ def backend_env(req: SpawnRequest, port: str) -> dict[str, str]:
     inherited edge environment minus ``MERIDIAN_*``.)
     """
     env = resolve_env(req.template.env)  # edge-side secrets resolved here (edge/template_env.py)
+    if req.pool is not None:  # a warm-pool member: its identity comes with the claim (app-guide.md)
+        env.update(
+            {
+                "PORT": port,
+                "MERIDIAN_SECRET": req.secret,
+                "MERIDIAN_REGION": req.region,
+                "MERIDIAN_POOL_MEMBER": req.pool.member_id,
+                "MERIDIAN_POOL_NODE": req.pool.node_id,
+            }
+        )
+        return env
     env.update(
         {
             "PORT": port,
@@ -220,6 +252,22 @@ class BaseExecutor(ABC, Generic[R]):
     def status(self, backend_id: str) -> ExecutorStatus:
         rec = self._record(backend_id)
         return "unknown" if rec is None else rec.state
+
+    async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
+        """A claimed warm-pool member is known by its backend's id from now on (same process, same
+        watch; its exit is reported under ``req.backend_id``). False when the member is not ready."""
+        rec = self._live.get(member_id)
+        if rec is None or rec.state != "ready" or rec.reporting or self._record(req.backend_id) is not None:
+            return False
+        check_backend_id(req.backend_id)
+        del self._live[member_id]
+        rec.req = req
+        self._live[req.backend_id] = rec
+        await self._rekeyed(member_id, rec)
+        return True
+
+    async def _rekeyed(self, member_id: str, rec: R) -> None:
+        """What a subclass renames after a claim (e.g. the log file)."""
 
     async def close(self) -> None:
         self._closed = True

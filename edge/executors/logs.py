@@ -59,6 +59,13 @@ class LogPolicy:
         os.write(fd, header)
         return fd, os.lseek(fd, 0, os.SEEK_CUR) - len(header)
 
+    def rename(self, old_id: str, new_id: str) -> None:
+        """A claimed warm-pool member's log goes under its backend's id (the child's descriptor
+        keeps appending to the same file)."""
+        for old, new in zip(self.files(old_id), self.files(new_id), strict=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(old, new)
+
     def append(self, backend_id: str, line: bytes) -> None:
         with contextlib.suppress(OSError):
             with open(self.path(backend_id), "ab") as f:

@@ -142,11 +142,12 @@ class ProcessExecutor(BaseExecutor[_Process]):
 
     async def adopt(self, req: SpawnRequest) -> str | None:
         """Take over the still-running process of a backend an earlier edge process started: found
-        by its environment (MERIDIAN_BACKEND_ID), so a recycled pid is never mistaken for it; watched
-        through a pidfd. Its address, or None when no such process lives (nothing is started)."""
+        by its environment (MERIDIAN_BACKEND_ID, or a claimed pool member's MERIDIAN_POOL_MEMBER), so
+        a recycled pid is never mistaken for it; watched through a pidfd. Its address, or None when
+        no such process lives (nothing is started)."""
         if self._closed or req.backend_id in self._live:
             return None
-        found = await asyncio.to_thread(find_backend_process, req.backend_id)
+        found = await asyncio.to_thread(find_backend_process, process_tag(req))
         if found is None:
             return None
         pid, port = found
@@ -160,6 +161,17 @@ class ProcessExecutor(BaseExecutor[_Process]):
         self._live[req.backend_id] = b
         self._mark_ready(b, self._watch)
         return f"{self._host}:{port}"
+
+    async def kill_pool_orphans(self, node_id: str) -> int:
+        """SIGKILL the unclaimed warm-pool members an earlier edge process of this node left running
+        (a crash): no journal names them, so nothing would ever stop them. Claimed ones were adopted
+        first (``adopt``: they are ours now and are spared). How many were killed."""
+        ours = {b.req.pool.member_id for b in self._live.values() if b.req.pool is not None}
+        return await asyncio.to_thread(_kill_pool_orphans, node_id, ours)
+
+    async def _rekeyed(self, member_id: str, b: _Process) -> None:
+        b.log_path = self.logs.path(b.backend_id)
+        await asyncio.to_thread(self.logs.rename, member_id, b.backend_id)
 
     def log_path(self, backend_id: str) -> Path | None:
         b = self._record(backend_id)
@@ -232,7 +244,7 @@ class ProcessExecutor(BaseExecutor[_Process]):
             os.close(logfd)
         b.proc, b.port = proc, port
         b.wait_task = asyncio.ensure_future(proc.wait())
-        b.tree = await asyncio.to_thread(self._track, b.backend_id, proc.pid)
+        b.tree = await asyncio.to_thread(self._track, b.req, proc.pid)
         if b.stop_reason is not None:  # stop() came while we were spawning
             self._signal(b, signal.SIGKILL)
         return offset
@@ -295,9 +307,9 @@ class ProcessExecutor(BaseExecutor[_Process]):
         await self._end_tree(b)
         return code
 
-    def _track(self, backend_id: str, pid: int) -> ProcessTree:
-        cgroup = self._cgroups.for_backend(backend_id) if self._cgroups is not None else None
-        return ProcessTree(backend_id, pid, cgroup)
+    def _track(self, req: SpawnRequest, pid: int) -> ProcessTree:
+        cgroup = self._cgroups.for_backend(req.backend_id) if self._cgroups is not None else None
+        return ProcessTree(req.backend_id, pid, cgroup, tag=process_tag(req))
 
     async def _end_tree(self, b: _Process) -> None:
         """The leader has exited (and was reaped): SIGKILL whatever it left behind."""
@@ -356,20 +368,57 @@ def _log_mentions_port_clash(path: Path, offset: int) -> bool:
         return False
 
 
-def find_backend_process(backend_id: str) -> tuple[int, int] | None:
-    """(pid, port) of the live process group leader whose environment names `backend_id` (Linux /proc)."""
-    wanted = f"MERIDIAN_BACKEND_ID={backend_id}".encode()
+def process_tag(req: SpawnRequest) -> bytes:
+    """The environment entry every process of the backend carries: its id, or for a warm-pool
+    member (claimed or not) the member id it was started under."""
+    if req.pool is not None:
+        return f"MERIDIAN_POOL_MEMBER={req.pool.member_id}".encode()
+    return f"MERIDIAN_BACKEND_ID={req.backend_id}".encode()
+
+
+def _kill_pool_orphans(node_id: str, spare: set[str]) -> int:
+    wanted = f"MERIDIAN_POOL_NODE={node_id}".encode()
+    killed = 0
+    for pid, environ in _group_leaders():
+        if wanted not in environ:
+            continue
+        member = _env_value(environ, b"MERIDIAN_POOL_MEMBER=").decode(errors="replace")
+        if member in spare:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            killed += 1
+            log.info("killed unclaimed warm-pool member %s (pid %d) left by an earlier edge process", member, pid)
+    return killed
+
+
+def _env_value(environ: list[bytes], prefix: bytes) -> bytes:
+    return next((v[len(prefix) :] for v in environ if v.startswith(prefix)), b"")
+
+
+def _group_leaders() -> list[tuple[int, list[bytes]]]:
+    """(pid, environment) of every process group leader we may read (Linux /proc)."""
+    found: list[tuple[int, list[bytes]]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             pid = int(entry.name)
-            if wanted not in environ or os.getpgid(pid) != pid:
-                continue
+            if os.getpgid(pid) == pid:
+                found.append((pid, environ))
         except (OSError, ValueError):
             continue
-        port = next((v[5:] for v in environ if v.startswith(b"PORT=")), b"")
+    return found
+
+
+def find_backend_process(wanted: bytes) -> tuple[int, int] | None:
+    """(pid, port) of the live process group leader whose environment holds `wanted` (its
+    ``process_tag``; Linux /proc)."""
+    for pid, environ in _group_leaders():
+        if wanted not in environ:
+            continue
+        port = _env_value(environ, b"PORT=")
         if port.isdigit():
             return pid, int(port)
     return None

@@ -61,6 +61,15 @@ class Executors:
         adopt = getattr(self._by_kind.get(req.template.executor), "adopt", None)
         return await adopt(req) if adopt is not None else None
 
+    async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
+        """A claimed warm-pool member takes its backend's id (edge/warm_pool.py)."""
+        owner = self._owner(member_id)
+        return await owner.rekey(member_id, req) if owner is not None else False
+
+    async def kill_pool_orphans(self, node_id: str) -> int:
+        kill = getattr(self._by_kind.get("process"), "kill_pool_orphans", None)
+        return await kill(node_id) if kill is not None else 0
+
     def pid(self, backend_id: str) -> int | None:
         pid = getattr(self._owner(backend_id), "pid", None)
         return pid(backend_id) if pid is not None else None

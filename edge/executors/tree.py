@@ -89,11 +89,11 @@ class CgroupRoot:
 class ProcessTree:
     """The processes of one backend (see the module doc); the leader is ``pid``."""
 
-    def __init__(self, backend_id: str, pid: int, cgroup: Path | None) -> None:
+    def __init__(self, backend_id: str, pid: int, cgroup: Path | None, *, tag: bytes | None = None) -> None:
         self.backend_id = backend_id
         self.pid = pid
         self.cgroup = cgroup
-        self._tag = f"MERIDIAN_BACKEND_ID={backend_id}".encode()
+        self._tag = tag if tag is not None else f"MERIDIAN_BACKEND_ID={backend_id}".encode()
         # Once the leader is reaped its pid (and so its group id) may be recycled: from then on
         # only the cgroup, the environment tag and descendants of those identify the backend.
         self.leader_reaped = False

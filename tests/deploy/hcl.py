@@ -41,7 +41,8 @@ def block(parent: dict[str, Any], kind: str) -> dict[str, Any]:
     """The one unlabelled block of a kind (`update { … }`)."""
     items = parent.get(kind, [])
     assert len(items) == 1, f"expected one {kind} block, found {len(items)}"
-    return items[0]
+    result: dict[str, Any] = items[0]
+    return result
 
 
 def load_module(directory: Path) -> dict[str, list[Any]]:

@@ -11,24 +11,19 @@ from pathlib import Path
 import pytest
 
 from meridian.dev import DevCluster
-from sync.net import free_port_block
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # re-exported for the browser tests here
+from tests.e2e.dev_api import ADMIN, running_cluster
 
 __all__ = ["ADMIN", "CHROMIUM", "CHROMIUM_ARGS", "REGIONS", "npm"]
 
-ADMIN = "e2e-admin-token-0123456789"
 REGIONS = ["eu-west", "us-east", "ap-northeast"]
 TS_PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster(REGIONS, free_port_block(len(REGIONS) + 1), Path(tmp_path_factory.mktemp("dev")), ADMIN)
-    try:
-        dev.start()
+    with running_cluster(REGIONS, tmp_path_factory.mktemp("dev")) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 def npm(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -15,44 +18,31 @@ import pytest
 
 from meridian.dev import DevCluster
 from sync import tokens
-from tests.e2e.conftest import ADMIN
-
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
+from tests.e2e.dev_api import AUTH, connect, wait_for
 
 
-def _connect(cluster: DevCluster, edge: int, **body: object) -> dict:
-    r = httpx.post(f"{cluster.edge_url(edge)}/v1/connect", json={"template": "demo", **body}, headers=AUTH, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _put_template(cluster: DevCluster, name: str, spec: dict) -> None:
+def _put_template(cluster: DevCluster, name: str, spec: dict[str, Any]) -> None:
     r = httpx.put(f"{cluster.control_url}/v1/templates/{name}", json=spec, headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    """Poll another process's state (no event crosses the process boundary)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def _backend(cluster: DevCluster, backend_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=10).json()
+    return body
 
 
-def _backend(cluster: DevCluster, backend_id: str) -> dict:
-    return httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=10).json()
-
-
-def _wait_terminated(cluster: DevCluster, backend_id: str, timeout_s: float, what: str) -> dict:
+def _wait_terminated(cluster: DevCluster, backend_id: str, timeout_s: float, what: str) -> dict[str, Any]:
     """The backend as the control plane records it once terminated."""
-    return _wait_for(lambda: (b := _backend(cluster, backend_id))["status"] == "terminated" and b, timeout_s, what)
+
+    def terminated() -> dict[str, Any] | None:
+        b = _backend(cluster, backend_id)
+        return b if b["status"] == "terminated" else None
+
+    return wait_for(terminated, timeout_s, what)
 
 
 def test_connect_then_the_url_serves_the_page_of_the_right_backend(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-page")
+    answer = connect(cluster, 0, key="e2e-page")
     page = httpx.get(answer["url"], timeout=30)
     assert page.status_code == 200 and answer["backend_id"] in page.text and "e2e-page" in page.text
     info = httpx.get(answer["url"] + "info", timeout=10).json()
@@ -63,9 +53,9 @@ def test_connect_then_the_url_serves_the_page_of_the_right_backend(cluster: DevC
 
 
 def test_same_key_through_every_edge_is_the_same_backend_and_pages_agree(cluster: DevCluster) -> None:
-    first = _connect(cluster, 0, key="e2e-same")
+    first = connect(cluster, 0, key="e2e-same")
     httpx.get(first["url"] + "info", timeout=30)  # wait until ready
-    answers = [_connect(cluster, i, key="e2e-same") for i in range(3)]
+    answers = [connect(cluster, i, key="e2e-same") for i in range(3)]
     assert {a["backend_id"] for a in answers} == {first["backend_id"]}
     # an edge of another region forwards the request to the owning edge rather than spawning
     other = answers[2]["url"].replace(cluster.edge_url(0), cluster.edge_url(2))
@@ -77,11 +67,12 @@ async def test_200_concurrent_connects_of_a_new_key_through_different_edges_make
 ) -> None:
     async with aiohttp.ClientSession(headers=AUTH) as session:
 
-        async def one(i: int) -> dict:
+        async def one(i: int) -> dict[str, Any]:
             url = f"{cluster.edge_url(i % 3)}/v1/connect"
             async with session.post(url, json={"key": "e2e-herd", "template": "demo"}) as r:
                 assert r.status == 200, await r.text()
-                return await r.json()
+                answer: dict[str, Any] = await r.json()
+                return answer
 
         answers = await asyncio.gather(*(one(i) for i in range(200)))
     assert len({a["backend_id"] for a in answers}) == 1
@@ -89,7 +80,7 @@ async def test_200_concurrent_connects_of_a_new_key_through_different_edges_make
 
 
 async def test_websocket_echo_through_the_proxy(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 1, key="e2e-ws")
+    answer = connect(cluster, 1, key="e2e-ws")
     ws_url = answer["url"].replace("http://", "ws://") + "ws"
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
         await ws.send_str("hello")
@@ -99,9 +90,9 @@ async def test_websocket_echo_through_the_proxy(cluster: DevCluster) -> None:
 
 
 def test_streaming_post_body_round_trips(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-echo")
+    answer = connect(cluster, 0, key="e2e-echo")
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         for i in range(64):
             yield bytes([i]) * 32768
 
@@ -113,12 +104,12 @@ def test_idle_shutdown_frees_the_key_and_the_next_backend_gets_a_greater_fencing
     _put_template(
         cluster, "quick", {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"], "idle_timeout_s": 1}
     )
-    first = _connect(cluster, 0, key="e2e-idle", template="quick")
+    first = connect(cluster, 0, key="e2e-idle", template="quick")
     assert httpx.get(first["url"] + "info", timeout=30).status_code == 200
     gone = _wait_terminated(cluster, first["backend_id"], 20, "the idle backend to be terminated")
     assert gone["termination_reason"] == "idle"
     assert httpx.get(first["url"] + "info", timeout=10).status_code == 410
-    second = _connect(cluster, 0, key="e2e-idle", template="quick")
+    second = connect(cluster, 0, key="e2e-idle", template="quick")
     assert second["backend_id"] != first["backend_id"] and second["spawned"] is True
     assert second["fencing_token"] > first["fencing_token"]
 
@@ -126,17 +117,22 @@ def test_idle_shutdown_frees_the_key_and_the_next_backend_gets_a_greater_fencing
 # ---- bad input and faults ------------------------------------------------------------------------
 
 
-def _signing_key(cluster: DevCluster) -> dict:
+def _signing_key(cluster: DevCluster) -> dict[str, Any]:
     with httpx.stream("GET", f"{cluster.control_url}/v1/sync/snapshot", headers=AUTH, timeout=30) as r:
         for line in r.iter_lines():
             obj = json.loads(line)
             if obj.get("kind") == "signing_key" and not obj["body"].get("retired_at"):
-                return obj["body"]
+                key: dict[str, Any] = obj["body"]
+                return key
     raise AssertionError("no signing key in the snapshot")
 
 
+def _refused(url: str) -> bool:
+    return httpx.get(url, timeout=5).status_code == 401
+
+
 def test_forged_expired_and_malformed_tokens_are_401(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-tokens")
+    answer = connect(cluster, 0, key="e2e-tokens")
     edge = cluster.edge_url(0)
     key = _signing_key(cluster)
     now = int(time.time())
@@ -157,7 +153,7 @@ def test_forged_expired_and_malformed_tokens_are_401(cluster: DevCluster) -> Non
 
 
 def test_revoked_token_stops_working_at_every_edge_within_a_second(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-revoke", user="ada")
+    answer = connect(cluster, 0, key="e2e-revoke", user="ada")
     token = answer["token"]
     assert httpx.get(answer["url"] + "info", timeout=30).status_code == 200
     r = httpx.post(
@@ -169,18 +165,18 @@ def test_revoked_token_stops_working_at_every_edge_within_a_second(cluster: DevC
     assert r.status_code == 200, r.text
     revoked_at = time.monotonic()
     for i in range(3):
-        _wait_for(
-            lambda i=i: httpx.get(f"{cluster.edge_url(i)}/{token}/info", timeout=5).status_code == 401,
+        wait_for(
+            functools.partial(_refused, f"{cluster.edge_url(i)}/{token}/info"),
             1.0,
             f"edge {i} to refuse the revoked token",
         )
     assert time.monotonic() - revoked_at < 1.5
-    fresh = _connect(cluster, 0, key="e2e-revoke", user="bob")
+    fresh = connect(cluster, 0, key="e2e-revoke", user="bob")
     assert httpx.get(fresh["url"] + "info", timeout=10).status_code == 200, "other users' tokens still work"
 
 
 def test_client_sent_meridian_headers_are_stripped(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-headers")
+    answer = connect(cluster, 0, key="e2e-headers")
     r = httpx.get(
         answer["url"] + "info",
         timeout=30,
@@ -192,11 +188,11 @@ def test_client_sent_meridian_headers_are_stripped(cluster: DevCluster) -> None:
 
 
 def test_oversized_body_is_413_and_the_edge_keeps_serving(cluster: DevCluster) -> None:
-    answer = _connect(cluster, 0, key="e2e-big")
+    answer = connect(cluster, 0, key="e2e-big")
     r = httpx.post(answer["url"] + "echo", content=b"x" * (11 << 20), timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         for _ in range(11 * 16):
             yield b"z" * 65536
 
@@ -231,7 +227,7 @@ def test_bad_connect_bodies_at_the_edge(cluster: DevCluster) -> None:
 
 def test_backend_that_crashes_at_start_is_failed_with_its_exit_code(cluster: DevCluster) -> None:
     _put_template(cluster, "crash", {"executor": "process", "argv": [sys.executable, "-c", "import sys; sys.exit(3)"]})
-    answer = _connect(cluster, 0, key="e2e-crash", template="crash")
+    answer = connect(cluster, 0, key="e2e-crash", template="crash")
     r = httpx.get(answer["url"], timeout=30)
     assert r.status_code == 410 and r.json()["error"]["code"] == "backend_gone"
     b = _wait_terminated(cluster, answer["backend_id"], 10, "the crashed backend to be reported")
@@ -244,7 +240,7 @@ def test_backend_that_never_gets_ready_is_failed_after_its_start_timeout(cluster
         "mute",
         {"executor": "process", "start_timeout_s": 1, "argv": [sys.executable, "-c", "import time; time.sleep(60)"]},
     )
-    answer = _connect(cluster, 1, key="e2e-mute", template="mute")
+    answer = connect(cluster, 1, key="e2e-mute", template="mute")
     b = _wait_terminated(cluster, answer["backend_id"], 15, "the never-ready backend to be failed")
     assert b["termination_reason"] == "failed"
 
@@ -257,15 +253,15 @@ def test_backend_ignoring_sigterm_is_killed_and_a_dead_port_gives_502_or_410(clu
         ".serve_forever()\n"
     )
     _put_template(cluster, "stubborn", {"executor": "process", "argv": [sys.executable, "-c", stubborn]})
-    answer = _connect(cluster, 2, key="e2e-stubborn", template="stubborn")
+    answer = connect(cluster, 2, key="e2e-stubborn", template="stubborn")
     assert httpx.get(answer["url"], timeout=30).status_code == 200
     r = httpx.post(f"{cluster.control_url}/v1/backends/{answer['backend_id']}/terminate", json={}, headers=AUTH)
     assert r.json()["status"] == "draining"
     b = _wait_terminated(cluster, answer["backend_id"], 20, "the stubborn backend to be killed after the grace period")
     assert b["termination_reason"] == "requested"
 
-    victim = _connect(cluster, 2, key="e2e-victim")
-    bystander = _connect(cluster, 2, key="e2e-bystander")
+    victim = connect(cluster, 2, key="e2e-victim")
+    bystander = connect(cluster, 2, key="e2e-bystander")
     pid = httpx.get(victim["url"] + "info", timeout=30).json()["pid"]
     os.kill(pid, signal.SIGKILL)
     r = httpx.get(victim["url"] + "info", timeout=30)
@@ -286,7 +282,7 @@ def test_edge_status_reports_sync_and_backends(cluster: DevCluster) -> None:
 @pytest.mark.parametrize("edge", [0, 1, 2])
 def test_edges_are_healthy_and_converged(cluster: DevCluster, edge: int) -> None:
     version = httpx.get(f"{cluster.control_url}/healthz").json()["version"]
-    _wait_for(
+    wait_for(
         lambda: httpx.get(f"{cluster.edge_url(edge)}/v1/edge/status").json()["applied_version"] >= version,
         5,
         "the edge to apply the current version",
@@ -294,13 +290,13 @@ def test_edges_are_healthy_and_converged(cluster: DevCluster, edge: int) -> None
 
 
 def test_signing_key_rotation_reaches_edges_and_old_tokens_keep_working(cluster: DevCluster) -> None:
-    before = _connect(cluster, 0, key="e2e-rotate")
+    before = connect(cluster, 0, key="e2e-rotate")
     assert httpx.get(before["url"] + "info", timeout=30).status_code == 200
     r = httpx.post(f"{cluster.control_url}/v1/signing-keys/rotate", headers=AUTH, timeout=10)
     assert r.status_code == 200
     new_key = r.json()["id"]
-    after = _wait_for(
-        lambda: (a := _connect(cluster, 1, key="e2e-rotate"))["token"].split(".")[1] == new_key and a,
+    after = wait_for(
+        lambda: (a := connect(cluster, 1, key="e2e-rotate"))["token"].split(".")[1] == new_key and a,
         5,
         "connect to sign with the new key",
     )
@@ -320,7 +316,7 @@ def test_backend_past_its_lifetime_is_stopped_even_while_in_use(cluster: DevClus
             "idle_timeout_s": 3600,
         },
     )
-    answer = _connect(cluster, 1, key="e2e-brief", template="brief")
+    answer = connect(cluster, 1, key="e2e-brief", template="brief")
     assert httpx.get(answer["url"] + "info", timeout=30).status_code == 200
     gone = _wait_terminated(cluster, answer["backend_id"], 20, "the backend to reach its lifetime limit")
     assert gone["termination_reason"] == "lifetime"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -55,7 +56,8 @@ def _observer_token(cluster: DevCluster) -> str:
         f"{cluster.control_url}/v1/tokens", json={"name": "ui", "scopes": ["observer"]}, headers=AUTH, timeout=10
     )
     assert r.status_code == 201, r.text
-    return r.json()["token"]
+    result: str = r.json()["token"]
+    return result
 
 
 def _sign_in(watched: Watched, cluster: DevCluster, token: str) -> None:
@@ -84,8 +86,9 @@ def ui(browser: Browser, cluster: DevCluster) -> Iterator[Watched]:
     yield from _open(browser, cluster)
 
 
-def _regions(cluster: DevCluster) -> list[dict]:
-    return httpx.get(f"{cluster.control_url}/v1/regions", headers=AUTH, timeout=10).json()
+def _regions(cluster: DevCluster) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = httpx.get(f"{cluster.control_url}/v1/regions", headers=AUTH, timeout=10).json()
+    return result
 
 
 def test_one_marker_per_region_at_its_place_on_a_world_map(ui: Watched, cluster: DevCluster) -> None:
@@ -102,7 +105,7 @@ def test_one_marker_per_region_at_its_place_on_a_world_map(ui: Watched, cluster:
         assert core is not None
         centre = (core["x"] + core["width"] / 2, core["y"] + core["height"] / 2)
         expected = (map_box["x"] + x / WIDTH * map_box["width"], map_box["y"] + y / HEIGHT * map_box["height"])
-        assert centre == (pytest.approx(expected[0], abs=1.5), pytest.approx(expected[1], abs=1.5)), name
+        assert centre == pytest.approx(expected, abs=1.5), name
         assert page.locator(f'.marker[data-region="{name}"]').get_attribute("data-health") == "all"
     shot = artifact("dashboard-map.png")
     page.locator("#map-wrap").screenshot(path=str(shot))

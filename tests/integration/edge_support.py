@@ -78,7 +78,8 @@ async def connect(edge: EdgeServer, key: str, template: str = "echo", **body: An
         ) as r:
             answer = await r.json()
             assert r.status == 200, answer
-            return answer
+            result: dict[str, Any] = answer
+            return result
 
 
 async def wait_ready(answer: dict[str, Any]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
 import pytest
 
@@ -32,7 +35,7 @@ async def test_bad_connect_bodies(
     control: RunningControl,
     admin: httpx.AsyncClient,
     edge_token: str,
-    body: dict,
+    body: dict[str, Any],
     status: int,
     code: str,
     field: str | None,
@@ -69,7 +72,9 @@ async def test_key_of_exactly_256_bytes_is_accepted(admin: httpx.AsyncClient, ed
         ("/v1/templates/t", {"executor": "process", "argv": ["x"], "idle_timeout_s": 0}, "idle_timeout_s"),
     ],
 )
-async def test_bad_region_and_template_bodies(admin: httpx.AsyncClient, path: str, body: dict, field: str) -> None:
+async def test_bad_region_and_template_bodies(
+    admin: httpx.AsyncClient, path: str, body: dict[str, Any], field: str
+) -> None:
     v = await version(admin)
     r = await admin.put(path, json=body)
     assert r.status_code == 400, r.text
@@ -84,7 +89,7 @@ async def test_body_over_one_mebibyte_is_413_even_without_content_length(admin: 
     r = await admin.put("/v1/templates/big", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
-    async def chunks():  # streamed: no Content-Length header
+    async def chunks() -> AsyncIterator[bytes]:  # streamed: no Content-Length header
         for _ in range(20):
             yield b"x" * 65536 * 2
 
@@ -123,7 +128,7 @@ PROCESS = {"executor": "process", "argv": ["x"]}
     ],
 )
 async def test_hostile_text_in_connect_is_400_with_its_field(
-    admin: httpx.AsyncClient, edge_token: str, body: dict, field: str
+    admin: httpx.AsyncClient, edge_token: str, body: dict[str, Any], field: str
 ) -> None:
     await cluster(admin, edge_token, ["eu-west"])
     v = await version(admin)
@@ -142,7 +147,9 @@ async def test_hostile_text_in_connect_is_400_with_its_field(
         ({"executor": "nomad", "image": "img" + NUL}, "image"),
     ],
 )
-async def test_nul_in_a_template_is_400_with_its_field(admin: httpx.AsyncClient, body: dict, field: str) -> None:
+async def test_nul_in_a_template_is_400_with_its_field(
+    admin: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
     v = await version(admin)
     r = await admin.put("/v1/templates/t", json=body)
     assert r.status_code == 400, r.text
@@ -208,7 +215,7 @@ async def test_good_region_edge_urls_are_accepted(admin: httpx.AsyncClient, edge
     ],
 )
 async def test_hostile_heartbeats_are_400_with_their_field(
-    control: RunningControl, admin: httpx.AsyncClient, edge_token: str, change: dict, field: str
+    control: RunningControl, admin: httpx.AsyncClient, edge_token: str, change: dict[str, Any], field: str
 ) -> None:
     body = {"node_id": "nd-a", "region": "eu-west", "address": "http://nd.test:9000", "capacity": 1}
     body |= {"applied_version": 0, **change}
@@ -237,3 +244,44 @@ async def test_nul_in_a_revoke_user_or_token_name_is_400(admin: httpx.AsyncClien
     assert r.status_code == 400 and "user" in r.json()["error"]["fields"], r.text
     r = await admin.post("/v1/tokens", json={"name": "n" + NUL, "scopes": ["client"]})
     assert r.status_code == 400 and "name" in r.json()["error"]["fields"], r.text
+
+
+POOLED = {**PROCESS, "warm_pool": 2, "claim_path": "/_meridian/claim"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**POOLED, "warm_pool": -1}, "warm_pool"),
+        ({**POOLED, "warm_pool": 1001}, "warm_pool"),
+        ({**POOLED, "warm_pool": "2"}, "warm_pool"),
+        ({**POOLED, "claim_path": "claim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim\r\nX-Evil: 1"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim\n"}, "claim_path"),
+        ({**POOLED, "claim_path": "/a/../b"}, "claim_path"),
+        ({**POOLED, "claim_path": "/a/.."}, "claim_path"),
+        ({**POOLED, "claim_path": "//evil.example/claim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim?x=1"}, "claim_path"),
+        ({**POOLED, "claim_path": "/claim#frag"}, "claim_path"),
+        ({**POOLED, "claim_path": "/cl aim"}, "claim_path"),
+        ({**POOLED, "claim_path": "/" + "a" * 1024}, "claim_path"),
+        ({**PROCESS, "warm_pool": 2}, "body"),  # a pool needs a claim path
+        ({"executor": "nomad", "image": "img", "warm_pool": 1, "claim_path": "/c"}, "body"),  # process only
+    ],
+)
+async def test_bad_warm_pool_and_claim_path_are_400_with_their_field(
+    admin: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    v = await version(admin)
+    r = await admin.put("/v1/templates/t", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "bad_request"
+    assert any(k.startswith(field) for k in r.json()["error"]["fields"]), r.json()
+    assert "\r" not in r.text and "X-Evil: 1" not in r.text.replace("\\r\\n", "")
+    assert await version(admin) == v
+
+
+async def test_a_warm_pool_template_is_accepted_and_shown_to_admins(admin: httpx.AsyncClient) -> None:
+    r = await admin.put("/v1/templates/t", json={**POOLED, "claim_path": "/_meridian/claim-v1.json"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["spec"]["warm_pool"], r.json()["spec"]["claim_path"]) == (2, "/_meridian/claim-v1.json")

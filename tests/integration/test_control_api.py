@@ -135,7 +135,7 @@ async def test_backend_events_stream_history_then_live_changes(
     async def read() -> None:
         async with admin.stream("GET", f"/v1/backends/{bid}/events") as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
-            event_id = None
+            event_id = ""
             async for line in resp.aiter_lines():
                 if line.startswith("id: "):
                     event_id = line[4:]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -87,7 +88,7 @@ class EventReader:
     def __init__(self, response: httpx.Response) -> None:
         self._lines = response.aiter_lines()
 
-    async def next(self, timeout_s: float = 5.0) -> tuple[str, dict]:
+    async def next(self, timeout_s: float = 5.0) -> tuple[str, dict[str, Any]]:
         async with asyncio.timeout(timeout_s):
             event, data = "message", []
             async for line in self._lines:
@@ -99,7 +100,7 @@ class EventReader:
                     return event, json.loads("\n".join(data))
         raise AssertionError("stream ended")
 
-    async def until(self, wanted: str, check, timeout_s: float) -> dict:
+    async def until(self, wanted: str, check: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
             event, data = await self.next(max(0.01, deadline - time.monotonic()))
@@ -149,7 +150,7 @@ async def test_a_burst_of_commits_costs_the_stream_one_read_per_half_second(
     spent = time.monotonic() - started
     seen = 0
 
-    def all_there(data: dict) -> bool:
+    def all_there(data: dict[str, Any]) -> bool:
         nonlocal seen
         seen += 1
         return ids <= {b["id"] for b in data["backends"]}

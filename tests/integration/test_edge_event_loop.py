@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -74,7 +75,11 @@ async def running_edge(
 
 @contextlib.asynccontextmanager
 async def running_edge_app(
-    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, dict] | None = None
+    control: RunningControl,
+    edge_token: str,
+    data_dir: Path,
+    templates: dict[str, dict] | None = None,
+    **settings_overrides: Any,
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """`running_edge`, with the edge's application for tests that look inside it."""
     async with control.client() as admin:
@@ -88,6 +93,7 @@ async def running_edge_app(
         port=port,
         data_dir=data_dir,
         edge_domain="edge.test",
+        **settings_overrides,
     )
     edge = await start_edge(settings)
     try:

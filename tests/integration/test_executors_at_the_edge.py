@@ -8,37 +8,23 @@ everywhere but inside Nomad itself.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-import pytest
 
 from edge import keys
 from tests.conftest import ADMIN_TOKEN, RunningControl
 from tests.integration.edge_support import connect, edge_url, running_edges
 
 from .nomad_double import NomadDouble
+from .nomad_setup import DEMO_ARGV, REPO
 
-REPO = str(Path(__file__).resolve().parents[2])
-DEMO_ARGV = [sys.executable, "-m", "meridian.demo"]
-NOMAD_RAW = {"executor": "nomad", "argv": DEMO_ARGV, "env": {"PYTHONPATH": REPO}, "idle_timeout_s": 1}
-NOMAD_IMAGE = {"executor": "nomad", "image": "meridian/demo:test", "env": {"PYTHONPATH": REPO}}
-PROCESS = {"executor": "process", "argv": DEMO_ARGV, "env": {"PYTHONPATH": REPO}}
+NOMAD_RAW: dict[str, Any] = {"executor": "nomad", "argv": DEMO_ARGV, "env": {"PYTHONPATH": REPO}, "idle_timeout_s": 1}
+NOMAD_IMAGE: dict[str, Any] = {"executor": "nomad", "image": "meridian/demo:test", "env": {"PYTHONPATH": REPO}}
+PROCESS: dict[str, Any] = {"executor": "process", "argv": DEMO_ARGV, "env": {"PYTHONPATH": REPO}}
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-async def double(tmp_path: Path) -> AsyncIterator[NomadDouble]:
-    d = NomadDouble({"meridian/demo:test": DEMO_ARGV}, log_dir=tmp_path / "allocs")
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 async def wait_ready(answer: dict[str, Any]) -> None:
@@ -128,9 +114,9 @@ async def test_a_template_for_an_executor_the_region_lacks_is_refused_at_connect
         # The same refusal through the edge's own connect.
         async with aiohttp.ClientSession() as s:
             body = {"key": "k-nomad-2", "template": "nomad-raw"}
-            async with s.post(f"{edge_url(edge)}/v1/connect", json=body, headers=AUTH) as r:
-                assert r.status == 422
-                assert (await r.json())["error"]["code"] == "executor_unavailable"
+            async with s.post(f"{edge_url(edge)}/v1/connect", json=body, headers=AUTH) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"]["code"] == "executor_unavailable"
 
 
 async def test_backend_logs_from_the_edge_and_through_the_control_plane(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -14,7 +15,7 @@ from tests.helpers import cluster, version
 
 def _spawn(
     node: str, region: str, key: str | None, token: int, template_id: str, backend_id: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     return {
         "id": f"bk-{secrets.token_hex(8)}",
         "key": key,
@@ -28,16 +29,17 @@ def _spawn(
     }
 
 
-async def _replay(base_url: str, edge_token: str, node: str, entries: list[dict]) -> httpx.Response:
+async def _replay(base_url: str, edge_token: str, node: str, entries: list[dict[str, Any]]) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {edge_token}"}) as c:
         return await c.post(f"/v1/nodes/{node}/journal", json={"entries": entries})
 
 
 async def _template_id(admin: httpx.AsyncClient) -> str:
-    return next(t["id"] for t in (await admin.get("/v1/templates")).json() if t["name"] == "demo")
+    result: str = next(t["id"] for t in (await admin.get("/v1/templates")).json() if t["name"] == "demo")
+    return result
 
 
-async def _live(admin: httpx.AsyncClient, key: str) -> list[dict]:
+async def _live(admin: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
     rows = (await admin.get("/v1/backends", params={"key": key})).json()
     return [b for b in rows if b["status"] in ("scheduled", "starting", "ready")]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 
 from edge.app import EdgeServer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, artifact
@@ -90,15 +90,14 @@ def _msg_types(frame: object) -> str:
 async def _run_print_in_a_new_notebook(page: Page, name: str) -> None:
     frames: list[str] = []
     page.on("console", lambda m: frames.append(f"console {m.type}: {m.text}"))
-    page.on(
-        "websocket",
-        lambda ws: (
-            frames.append(f"ws open {ws.url}"),
-            ws.on("framesent", lambda f: frames.append(f"sent {_msg_types(f)}")),
-            ws.on("framereceived", lambda f: frames.append(f"recv {_msg_types(f)}")),
-            ws.on("close", lambda _: frames.append(f"ws closed {ws.url}")),
-        ),
-    )
+
+    def on_websocket(ws: WebSocket) -> None:
+        frames.append(f"ws open {ws.url}")
+        ws.on("framesent", lambda f: frames.append(f"sent {_msg_types(f)}"))
+        ws.on("framereceived", lambda f: frames.append(f"recv {_msg_types(f)}"))
+        ws.on("close", lambda _: frames.append(f"ws closed {ws.url}"))
+
+    page.on("websocket", on_websocket)
     try:
         launcher = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
         await launcher.click(timeout=UI_TIMEOUT_MS)

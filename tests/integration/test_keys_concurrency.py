@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import httpx
@@ -25,7 +26,7 @@ async def test_1000_concurrent_connects_for_one_new_key_create_exactly_one_backe
     try:
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
-            async def connect(i: int) -> tuple[int, dict]:
+            async def connect(i: int) -> tuple[int, dict[str, Any]]:
                 url = f"{urls[i % 2]}/v1/connect"
                 async with session.post(url, json={"key": "hot-doc", "template": "demo"}) as r:
                     return r.status, await r.json()

@@ -115,7 +115,9 @@ def test_no_generated_body_yields_a_5xx(
 @pytest.mark.timeout(600)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=queries)
-def test_no_generated_query_yields_a_5xx(live: tuple[httpx.Client, list[str]], query: tuple[str, dict]) -> None:
+def test_no_generated_query_yields_a_5xx(
+    live: tuple[httpx.Client, list[str]], query: tuple[str, dict[str, Any]]
+) -> None:
     http, tokens = live
     path, params = query
     r = http.get(path, params=params, headers={"Authorization": f"Bearer {tokens[0]}"})

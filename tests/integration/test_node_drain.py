@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -41,12 +42,13 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 2
         await asyncio.sleep(0.05)
 
 
-async def _terminated(admin: httpx.AsyncClient, backend_id: str, timeout_s: float = 20.0) -> dict:
+async def _terminated(admin: httpx.AsyncClient, backend_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
     """The backend's `terminated` event, awaited on its Server-Sent Events stream."""
     async with asyncio.timeout(timeout_s), admin.stream("GET", f"/v1/backends/{backend_id}/events") as resp:
         async for line in resp.aiter_lines():
             if line.startswith("data: ") and (event := json.loads(line[6:]))["status"] == "terminated":
-                return event
+                result: dict[str, Any] = event
+                return result
     raise AssertionError(f"the events of {backend_id} ended before it terminated")
 
 
@@ -177,9 +179,10 @@ async def test_drain_empties_a_node_of_real_processes_leaving_busy_ones_until_th
 
         assert (await admin.post(f"/v1/nodes/{node_id}/drain")).json()["backends"] == 3
 
-        async def edge_status() -> dict:
+        async def edge_status() -> dict[str, Any]:
             async with http.get(f"{edge_url}/v1/edge/status") as r:
-                return await r.json()
+                result: dict[str, Any] = await r.json()
+                return result
 
         for a in answers[1:]:
             event = await _terminated(admin, a["backend_id"])
@@ -406,9 +409,9 @@ async def test_sigterm_to_meridian_edge_serve_drains_then_exits(
             await edge.wait()
 
 
-async def _eventually_connect(admin: httpx.AsyncClient, key: str) -> dict:
+async def _eventually_connect(admin: httpx.AsyncClient, key: str) -> dict[str, Any]:
     """A connect once the new edge's node is known healthy and synced enough to run it."""
-    answer: dict = {}
+    answer: dict[str, Any] = {}
 
     async def placed() -> bool:
         r = await _connect(admin, key)

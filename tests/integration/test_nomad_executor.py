@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,42 +22,14 @@ from edge.executors.nomad import NomadExecutor, nomad_job
 from sync.models import TemplateSpec, TerminationReason
 
 from .nomad_double import NomadDouble
+from .nomad_setup import nomad_executor, nomad_spec
 from .test_process_executor import Recorder, dead, request, wait_gone
-
-REPO = str(Path(__file__).resolve().parents[2])
-IMAGES = {
-    "meridian/demo:test": [sys.executable, "-m", "meridian.demo"],
-    "crash:3": [sys.executable, "-c", "import sys; sys.exit(3)"],
-    "silent:1": [sys.executable, "-c", "import time; time.sleep(120)"],
-}
-
-
-def nomad_spec(image: str, **kw: object) -> TemplateSpec:
-    return TemplateSpec(executor="nomad", image=image, env={"PYTHONPATH": REPO}, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def double(tmp_path: Path) -> AsyncIterator[NomadDouble]:
-    d = NomadDouble(IMAGES, log_dir=tmp_path / "allocs")
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.close()
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
 
 
 @pytest.fixture
 async def executor(double: NomadDouble, recorder: Recorder) -> AsyncIterator[NomadExecutor]:
-    ex = NomadExecutor(recorder, address=double.url, grace_s=2.0, poll_interval_s=0.02, monitor_interval_s=0.05)
-    try:
+    async with nomad_executor(double, recorder, monitor_interval_s=0.05) as ex:
         yield ex
-    finally:
-        await ex.close()
 
 
 def closed_port() -> int:

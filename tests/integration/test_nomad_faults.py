@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,34 +18,15 @@ from edge.executors.nomad import NomadExecutor, nomad_job
 from sync.models import TemplateSpec, TerminationReason
 
 from .nomad_double import NomadDouble
-from .test_nomad_executor import IMAGES, nomad_spec
+from .nomad_setup import DEMO_ARGV, REPO, nomad_executor, nomad_spec
 from .test_process_executor import Recorder, request, wait_gone
-
-REPO = str(Path(__file__).resolve().parents[2])
-
-
-@pytest.fixture
-async def double(tmp_path: Path) -> AsyncIterator[NomadDouble]:
-    d = NomadDouble(IMAGES, log_dir=tmp_path / "allocs")
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.close()
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
 
 
 @pytest.fixture
 async def executor(double: NomadDouble, recorder: Recorder) -> AsyncIterator[NomadExecutor]:
-    ex = NomadExecutor(recorder, address=double.url, grace_s=2.0, poll_interval_s=0.02, monitor_interval_s=0.5)
-    try:
+    # Slow polling: what these tests see at once comes from Nomad's blocking queries.
+    async with nomad_executor(double, recorder, monitor_interval_s=0.5) as ex:
         yield ex
-    finally:
-        await ex.close()
 
 
 @pytest.mark.parametrize(
@@ -111,7 +91,7 @@ async def test_nomad_answering_500_after_ready_is_ridden_out(
 
 
 async def test_raw_exec_runs_the_templates_argv(executor: NomadExecutor, double: NomadDouble) -> None:
-    spec = TemplateSpec(executor="nomad", argv=[sys.executable, "-m", "meridian.demo"], env={"PYTHONPATH": REPO})
+    spec = TemplateSpec(executor="nomad", argv=DEMO_ARGV, env={"PYTHONPATH": REPO})
     req = request(spec)
     address = await executor.start(req)
     (job,) = double.registered

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
 import pytest
 
@@ -16,7 +19,8 @@ TOKYO = {"lat": 35.6, "lon": 139.8}
 async def _token(admin: httpx.AsyncClient, *scopes: str) -> str:
     r = await admin.post("/v1/tokens", json={"name": "-".join(scopes), "scopes": list(scopes)})
     assert r.status_code == 201, r.text
-    return r.json()["token"]
+    result: str = r.json()["token"]
+    return result
 
 
 @pytest.fixture
@@ -26,15 +30,16 @@ async def fleet(control: RunningControl, admin: httpx.AsyncClient, edge_token: s
 
 
 @pytest.fixture
-async def observer(fleet: RunningControl, admin: httpx.AsyncClient) -> httpx.AsyncClient:
+async def observer(fleet: RunningControl, admin: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     async with fleet.client(await _token(admin, "observer")) as client:
         yield client
 
 
-async def _spawn(admin_or_client: httpx.AsyncClient, key: str) -> dict:
+async def _spawn(admin_or_client: httpx.AsyncClient, key: str) -> dict[str, Any]:
     r = await admin_or_client.post("/v1/connect", json={"key": key, "template": "demo", "region": "eu-west"})
     assert r.status_code == 200, r.text
-    return r.json()
+    result: dict[str, Any] = r.json()
+    return result
 
 
 async def test_observer_reads_regions_templates_and_every_backend(
@@ -168,7 +173,9 @@ async def test_preview_without_a_signal_uses_the_default_region(observer: httpx.
         ({"spawn": True}, 400, "bad_request"),
     ],
 )
-async def test_preview_refuses_bad_input(observer: httpx.AsyncClient, body: dict, status: int, code: str) -> None:
+async def test_preview_refuses_bad_input(
+    observer: httpx.AsyncClient, body: dict[str, Any], status: int, code: str
+) -> None:
     r = await observer.post("/v1/placement/preview", json=body)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code

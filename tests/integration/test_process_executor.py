@@ -8,6 +8,7 @@ does not reap itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -22,12 +23,14 @@ import pytest
 
 from edge.executors import (
     BackendExit,
+    PoolTag,
     ProcessExecutor,
     SpawnRequest,
     StartFailed,
     StartRefused,
 )
 from edge.executors import process as process_module
+from sync import net
 from sync.models import FromEdgeEnv, TemplateSpec, TerminationReason
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -202,11 +205,6 @@ def request(spec: TemplateSpec, **kw: object) -> SpawnRequest:
 
 
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
 async def executor(recorder: Recorder, tmp_path: Path) -> AsyncIterator[ProcessExecutor]:
     ex = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
     try:
@@ -363,7 +361,7 @@ async def test_port_taken_before_the_backend_binds_is_retried_on_a_new_port(
     squatter.listen()
     taken = squatter.getsockname()[1]
     ports = iter([taken])
-    real = process_module.free_port
+    real = net.free_port
     monkeypatch.setattr(process_module, "free_port", lambda host: next(ports, None) or real(host))
     try:
         req = request(process_spec(DEMO))
@@ -533,3 +531,66 @@ async def test_refusals_do_not_report_exits(executor: ProcessExecutor, recorder:
     assert executor.status("bk-never-seen") == "unknown"
     await executor.stop("bk-never-seen", hard=True, reason=TerminationReason.REQUESTED)  # no-op
     assert recorder.exits == []
+
+
+# ---- warm-pool members: no identity at start, rekeyed by a claim, adopted or swept after a crash --
+
+
+def pool_request(spec: TemplateSpec, member_id: str, node_id: str = "nd-pooltest") -> SpawnRequest:
+    return request(
+        spec, backend_id=member_id, key=None, fencing_token=0, secret="pool-secret", pool=PoolTag(member_id, node_id)
+    )
+
+
+async def test_a_pool_member_starts_without_an_identity_and_is_known_by_its_backend_id_once_claimed(
+    executor: ProcessExecutor, recorder: Recorder, tmp_path: Path
+) -> None:
+    spec = process_spec(DEMO, warm_pool=1, claim_path="/_meridian/claim")
+    member = pool_request(spec, f"wp-a{os.getpid()}")
+    address = await executor.start(member)
+    info = await get_json(address, "/info", {"x-meridian-secret": "pool-secret"})
+    assert (info["backend_id"], info["key"], info["fencing_token"], info["proxied"]) == ("", None, None, True)
+    claimed = dataclasses.replace(member, backend_id=f"bk-claimed{os.getpid()}", key="doc-1", fencing_token=4)
+    assert await executor.rekey(member.backend_id, claimed)
+    assert executor.status(member.backend_id) == "unknown" and executor.status(claimed.backend_id) == "ready"
+    assert executor.log_path(claimed.backend_id) == tmp_path / "logs" / f"{claimed.backend_id}.log"
+    assert (tmp_path / "logs" / f"{claimed.backend_id}.log").exists()
+    assert not await executor.rekey(member.backend_id, claimed), "a member is claimed once"
+    pid = executor.pid(claimed.backend_id)
+    assert pid is not None
+    await executor.stop(claimed.backend_id, hard=False, reason=TerminationReason.IDLE)
+    assert [(e.backend_id, e.reason) for e in recorder.exits] == [(claimed.backend_id, TerminationReason.IDLE)]
+    assert dead(pid)
+
+
+async def test_after_a_crash_claimed_members_are_adopted_and_unclaimed_ones_killed(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    spec = process_spec(DEMO, warm_pool=2, claim_path="/_meridian/claim")
+    crashed = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
+    unclaimed = pool_request(spec, f"wp-u{os.getpid()}")
+    member = pool_request(spec, f"wp-c{os.getpid()}")
+    await crashed.start(unclaimed)
+    await crashed.start(member)
+    claimed = dataclasses.replace(member, backend_id=f"bk-adopt{os.getpid()}", key="doc-2", fencing_token=9)
+    assert await crashed.rekey(member.backend_id, claimed)
+    pids = {bid: crashed.pid(bid) for bid in (unclaimed.backend_id, claimed.backend_id)}
+    # The edge process dies: its executor forgets everything, the processes keep running.
+    for rec in list(crashed._live.values()):
+        assert rec.monitor is not None
+        rec.monitor.cancel()
+    crashed._live.clear()
+
+    restarted = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
+    try:
+        assert await restarted.adopt(claimed) is not None
+        assert await restarted.kill_pool_orphans("nd-other") == 0, "another node's members are not ours"
+        assert await restarted.kill_pool_orphans("nd-pooltest") == 1
+        unclaimed_pid = pids[unclaimed.backend_id]
+        assert unclaimed_pid is not None
+        await wait_gone(unclaimed_pid)
+        assert restarted.pid(claimed.backend_id) == pids[claimed.backend_id]
+        assert not dead(pids[claimed.backend_id] or 0)
+    finally:
+        await restarted.close()
+    assert dead(pids[claimed.backend_id] or 0)

@@ -68,11 +68,6 @@ async def beacon() -> AsyncIterator[Beacon]:
         await b.close()
 
 
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
 def make_executor(recorder: Recorder, tmp_path: Path, *, cgroups: bool, **policy: object) -> ProcessExecutor:
     logs = LogPolicy(tmp_path / "logs", **policy)  # type: ignore[arg-type]
     return ProcessExecutor(recorder, logs=logs, grace_s=1.0, cgroups=cgroups)

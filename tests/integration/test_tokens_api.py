@@ -4,6 +4,7 @@ one's own, expiry, and a delete that takes every token minted under the deleted 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +38,9 @@ async def test_a_confined_token_shows_its_confinement_and_never_its_secret_again
         ({"templates": []}, "templates"),
     ],
 )
-async def test_bad_token_bodies_are_400_with_their_field(admin: httpx.AsyncClient, body: dict, field: str) -> None:
+async def test_bad_token_bodies_are_400_with_their_field(
+    admin: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
     r = await _mint(admin, **body)
     assert r.status_code == 400, r.text
     assert field in r.json()["error"]["fields"], r.json()
@@ -47,13 +50,14 @@ async def test_a_minted_token_stays_within_its_minter(control: RunningControl, a
     soon = datetime.now(UTC) + timedelta(hours=1)
     parent = await _mint(admin, key_prefix="acme/", user="alice", templates=["demo"], expires_at=soon.isoformat())
     async with control.client(parent.json()["token"]) as p:
-        for body, field in [
+        refusals: list[tuple[dict[str, object], str]] = [
             ({"key_prefix": "other/"}, "key_prefix"),
             ({"user": "bob"}, "user"),
             ({"templates": ["demo", "other"]}, "templates"),
             ({"scopes": ["edge"]}, "scopes"),
             ({"expires_at": (soon + timedelta(hours=1)).isoformat()}, "expires_at"),
-        ]:
+        ]
+        for body, field in refusals:
             r = await _mint(p, **body)
             assert r.status_code == 403 and field in r.json()["error"]["fields"], (body, r.text)
         child = (await _mint(p, key_prefix="acme/team-1/")).json()

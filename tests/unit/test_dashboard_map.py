@@ -26,7 +26,7 @@ def test_projection_puts_the_corners_and_the_origin_where_a_plate_carree_has_the
 def test_invert_undoes_project(name: str) -> None:
     known = KNOWN_REGIONS[name]
     lat, lon = invert(*project(known.lat, known.lon))
-    assert (lat, lon) == (pytest.approx(known.lat), pytest.approx(known.lon))
+    assert (lat, lon) == pytest.approx((known.lat, known.lon))
 
 
 def test_invert_clamps_points_beyond_the_map_edges() -> None:

@@ -44,6 +44,8 @@ async def test_info_reports_identity_and_whether_the_request_was_proxied(client:
         "pid": os.getpid(),
         "proxied": True,
         "headers_seen": ["x-meridian-region", "x-meridian-secret"],
+        "claimed": False,
+        "user": None,
     }
     assert "the-secret" not in await r.text()
     assert (await (await client.get("/info", headers={"x-meridian-secret": "nope"})).json())["proxied"] is False
@@ -117,3 +119,48 @@ async def test_without_port_it_says_so_and_fails() -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 1 and b"PORT must be set" in err
+
+
+@pytest.fixture
+async def pool_member(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    """A warm-pool member: started without an identity, with the secret its edge will claim it with."""
+    for name in ("MERIDIAN_BACKEND_ID", "MERIDIAN_KEY", "MERIDIAN_FENCING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MERIDIAN_POOL_MEMBER", "wp-1")
+    monkeypatch.setenv("MERIDIAN_REGION", "eu-west")
+    monkeypatch.setenv("MERIDIAN_SECRET", "pool-secret")
+    async with TestClient(TestServer(make_app())) as c:
+        yield c
+
+
+CLAIM = {"backend_id": "bk-7", "key": "doc-7", "fencing_token": 3, "user": "ann", "secret": "real-secret"}
+
+
+async def test_a_pool_member_takes_the_identity_its_edge_claims_it_with(pool_member: Client) -> None:
+    before = await (await pool_member.get("/info")).json()
+    assert before["claimed"] is False and before["key"] is None and before["fencing_token"] is None
+    r = await pool_member.post("/_meridian/claim", json=CLAIM, headers={"x-meridian-secret": "pool-secret"})
+    assert r.status == 200
+    info = await (await pool_member.get("/info", headers={"x-meridian-secret": "real-secret"})).json()
+    assert info["claimed"] is True and info["proxied"] is True
+    assert (info["backend_id"], info["key"], info["fencing_token"], info["user"]) == ("bk-7", "doc-7", 3, "ann")
+    assert "real-secret" not in str(info)
+    # The pool's secret no longer opens it; a second claim is refused.
+    old = await pool_member.get("/info", headers={"x-meridian-secret": "pool-secret"})
+    assert (await old.json())["proxied"] is False
+    again = await pool_member.post("/_meridian/claim", json=CLAIM, headers={"x-meridian-secret": "real-secret"})
+    assert again.status == 409
+
+
+async def test_a_claim_without_the_secret_or_with_a_bad_body_is_refused(pool_member: Client) -> None:
+    assert (await pool_member.post("/_meridian/claim", json=CLAIM)).status == 403
+    bad = {**CLAIM, "fencing_token": "3"}
+    r = await pool_member.post("/_meridian/claim", json=bad, headers={"x-meridian-secret": "pool-secret"})
+    assert r.status == 400
+    assert (await (await pool_member.get("/info")).json())["claimed"] is False
+
+
+async def test_a_backend_started_with_its_identity_refuses_claims(client: Client) -> None:
+    r = await client.post("/_meridian/claim", json=CLAIM, headers={"x-meridian-secret": "the-secret"})
+    assert r.status == 409
+    assert (await (await client.get("/info")).json())["key"] == "<doc & 42>"

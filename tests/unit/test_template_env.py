@@ -10,7 +10,7 @@ from sync.models import FromEdgeEnv, TemplateSpec
 
 
 def test_references_resolve_from_the_given_environment_and_literals_stay() -> None:
-    env = {"A": "literal", "B": FromEdgeEnv(from_edge_env="MERIDIAN_SECRET_B")}
+    env: dict[str, str | FromEdgeEnv] = {"A": "literal", "B": FromEdgeEnv(from_edge_env="MERIDIAN_SECRET_B")}
     assert resolve_env(env, {"MERIDIAN_SECRET_B": "s3"}) == {"A": "literal", "B": "s3"}
     assert missing_edge_secrets(env, {}) == ["MERIDIAN_SECRET_B"]
     with pytest.raises(MissingEdgeSecret, match="MERIDIAN_SECRET_B"):

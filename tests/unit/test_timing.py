@@ -59,3 +59,10 @@ def test_reconciliation_and_database_recovery_fit_their_promises() -> None:
     # One restart pause, plus PostgreSQL's own crash recovery, fits within the promised recovery.
     assert timing.EMBEDDED_DB_RESTART_MAX_S * 2 <= timing.EMBEDDED_DB_RECOVERY_S
     assert timing.DB_RETRY_AFTER_S <= timing.EMBEDDED_DB_RESTART_MAX_S
+
+
+def test_a_refused_warm_pool_claim_costs_less_than_a_cold_start_may_take() -> None:
+    # A member that hangs on its claim is given up well within the default start timeout (30 s),
+    # and the pool notices a dead member or a drain within a heartbeat.
+    assert timing.WARM_POOL_CLAIM_TIMEOUT_S < 30 / 10
+    assert timing.WARM_POOL_CHECK_S <= timing.HEARTBEAT_INTERVAL_S

@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   "backend_gone",
   "backend_not_ready",
   "backend_unreachable",
+  "node_mismatch",
   "internal",
 ] as const;
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -47,13 +48,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
-from bench.common import ADMIN_TOKEN, closed_loop, free_port, percentile, summary_ms, wait_http  # noqa: E402
+from bench.common import (  # noqa: E402
+    ADMIN_TOKEN,
+    closed_loop,
+    commit_times,
+    free_port,
+    percentile,
+    stop_groups,
+    summary_ms,
+    wait_http,
+)
 from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, database_url  # noqa: E402
-from control.notifier import CHANNEL  # noqa: E402
 from meridian import processes  # noqa: E402
 from meridian.dev import control_plane_argv  # noqa: E402
 
@@ -154,6 +162,10 @@ class Worker:
         self._count = getattr(self, "_count", 0) + 1
 
 
+def _same(client: SyncClient) -> SyncClient:
+    return client
+
+
 def _emit(event: dict[str, Any]) -> None:
     sys.stdout.buffer.write(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS) + b"\n")
     sys.stdout.flush()
@@ -166,7 +178,7 @@ async def _worker_main(port: int, token: str, n: int, cursor: int) -> None:
     clients = []
     for first in range(0, n, 100):  # in batches: the server's accept backlog is finite
         batch = [SyncClient(worker, head, cursor, None) for _ in range(first, min(n, first + 100))]
-        await asyncio.gather(*(loop.create_connection(lambda c=c: c, "127.0.0.1", port) for c in batch))
+        await asyncio.gather(*(loop.create_connection(functools.partial(_same, c), "127.0.0.1", port) for c in batch))
         clients += batch
     _emit({"event": "connected", "clients": len(clients)})
     reader = asyncio.StreamReader()
@@ -249,35 +261,9 @@ class Workers:
         return self.reports
 
     async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await stop_groups(self.procs)
         for reader in self._readers:
             reader.cancel()
-
-
-@contextlib.asynccontextmanager
-async def _commit_times(db_url: str) -> AsyncIterator[dict[int, float]]:
-    """When each version's commit was observed: its NOTIFY as received by a LISTEN connection here."""
-    seen: dict[int, float] = {}
-    conn = await asyncpg.connect(db_url)
-    try:
-
-        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            seen.setdefault(int(str(payload)), time.time())
-
-        await conn.add_listener(CHANNEL, on_notify)
-        yield seen
-    finally:
-        await conn.close()
 
 
 def _tree_cpu_s(proc: psutil.Process) -> float:
@@ -309,7 +295,7 @@ async def measure(url: str, db_url: str, pid: int, n: int, procs: int, commits: 
         start = await version()
         load_before = os.getloadavg()
         t_connect = time.monotonic()
-        async with Workers().running(port, token, n, procs, start) as workers, _commit_times(db_url) as committed:
+        async with Workers().running(port, token, n, procs, start) as workers, commit_times(db_url) as committed:
             connect_s = time.monotonic() - t_connect
             await commit(0)  # warm-up: every client is in its long-poll loop once this has reached all
             await workers.all_at(start + 1)

@@ -99,7 +99,8 @@ class TokenCache:
 
     async def lookup(self, key: bytes, read: Callable[[], Awaitable[Caller | None]]) -> Caller | None:
         """The cached caller of `key`, else `read()` once for every concurrent caller asking for it
-        (a thousand edges whose entry expired together make one database read, not a thousand)."""
+        (a thousand edges whose entry expired together make one database read, not a thousand). A
+        failed shared read is not handed to every caller: each then reads once itself."""
         cached, caller = self.get(key)
         if cached:
             return caller
@@ -109,7 +110,10 @@ class TokenCache:
             self.put(key, found)
             return found
 
-        caller, _ = await self._flights.run(key.hex(), read_and_keep)
+        try:
+            caller, _ = await self._flights.run(key.hex(), read_and_keep)
+        except Exception:  # a shared read failed: each caller tries once on its own, as without sharing
+            return await read_and_keep()
         return caller
 
 

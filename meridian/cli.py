@@ -95,6 +95,14 @@ def edge_serve(
             help="On SIGTERM, drain for up to this many seconds before stopping backends (0: at once).",
         ),
     ] = 0.0,
+    on_exit: Annotated[
+        str,
+        typer.Option(
+            envvar="MERIDIAN_EDGE_ON_EXIT",
+            help="On SIGTERM/SIGINT: `stop` the backends, or `keep` them running for the next edge "
+            "on this data dir to adopt (upgrades). SIGUSR2 always keeps them.",
+        ),
+    ] = "stop",
     internal_url: Annotated[str | None, typer.Option(help="URL other edges reach this edge at.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest proxied request body.")] = None,
     cors_origin: Annotated[
@@ -133,6 +141,7 @@ def edge_serve(
             public_url=public_url,
             edge_domain=edge_domain,
             shutdown_drain_s=shutdown_drain_s,
+            on_exit=on_exit,  # type: ignore[arg-type]
             internal_url=internal_url,
             cors_origins=cors_origin or [],
             # Every value goes through the constructor: model_copy(update=...) would skip validation.

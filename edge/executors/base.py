@@ -253,6 +253,21 @@ class BaseExecutor(ABC, Generic[R]):
         rec = self._record(backend_id)
         return "unknown" if rec is None else rec.state
 
+    async def detach(self) -> None:
+        """Take no new backends and leave the running ones running, unwatched (the edge exits for an
+        upgrade; the next edge process adopts and watches them): no exit is reported from now on.
+        Unclaimed warm-pool members are stopped first: no journal names them, so nothing would
+        adopt them (the next edge's pool starts its own)."""
+        self._closed = True
+        members = [bid for bid, rec in self._live.items() if rec.req.pool is not None and bid == rec.req.pool.member_id]
+        await asyncio.gather(
+            *(self.stop(bid, hard=True, reason=TerminationReason.REQUESTED) for bid in members), return_exceptions=True
+        )
+        watchers = [rec.monitor for rec in self._live.values() if rec.monitor is not None]
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
     async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
         """A claimed warm-pool member is known by its backend's id from now on (same process, same
         watch; its exit is reported under ``req.backend_id``). False when the member is not ready."""

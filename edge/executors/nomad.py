@@ -237,6 +237,34 @@ class NomadExecutor(BaseExecutor[_Job]):
         await self._report(j, code)
         await j.reported.wait()
 
+    async def adopt(self, req: SpawnRequest) -> str | None:
+        """Take over the job of a backend an earlier edge process registered (the job id is made from
+        the backend id, so nothing else can be mistaken for it): its address when the job's newest
+        allocation runs, watched from now on like one this process started. None when the job is
+        gone or not running; such a job is purged, so nothing of it comes up later. Never registers."""
+        if self._closed or req.backend_id in self._live:
+            return None
+        j = self._new_record(req)
+        try:
+            alloc = await self._current_alloc(j)
+        except _Gone:
+            return None
+        except ExecutorError as exc:
+            # Known gap: the backend is reported lost although its job may still run in Nomad.
+            log.error("cannot adopt backend %s, Nomad does not answer: %s", req.backend_id, exc)
+            return None
+        if alloc is None or alloc.get("ClientStatus") != "running":
+            await self._purge_quietly(j)
+            return None
+        try:
+            host, port = http_address(alloc)
+        except StartFailed:
+            await self._purge_quietly(j)
+            return None
+        self._live[req.backend_id] = j
+        self._mark_ready(j, self._watch)
+        return format_address(host, port)
+
     async def read_logs(self, backend_id: str, *, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
         """The task's logs from Nomad (``/v1/client/fs/logs``, plain): the last ``tail`` lines of
         stdout, then of stderr; with ``follow``, what either gains (read every

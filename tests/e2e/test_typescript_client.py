@@ -144,4 +144,4 @@ def test_a_page_on_the_loser_of_a_split_brain_hears_superseded_and_reaches_the_w
     finally:
         if cluster.procs[0][1].poll() is not None:
             faults.restart(cluster, "control plane", f"{cluster.control_url}/healthz")
-        faults.kill_backends([key])
+        faults.kill_backends([key], cluster.data_dir)

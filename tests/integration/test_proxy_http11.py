@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,7 +47,7 @@ async def edge(edges: list[EdgeServer]) -> EdgeServer:
     return edges[0]
 
 
-async def _ready_token(edge: EdgeServer, key: str, **body: object) -> str:
+async def _ready_token(edge: EdgeServer, key: str, **body: Any) -> str:
     answer = await connect(edge, key, **body)
     await wait_ready(answer)
     return str(answer["token"])

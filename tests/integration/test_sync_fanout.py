@@ -19,7 +19,7 @@ async def _put_region(admin: httpx.AsyncClient, name: str, lat: float) -> None:
 
 
 def _feed(control: RunningControl) -> ChangeFeed:
-    feed: ChangeFeed = control.app.state.sync.feed  # type: ignore[attr-defined]
+    feed: ChangeFeed = control.app.state.sync.feed
     return feed
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
+from control.notifier import CHANNEL
 from meridian import processes
 from meridian.dev import start_control_plane
 from sync.net import free_port as free_port  # the benchmarks' import of the one helper
@@ -88,3 +92,35 @@ async def closed_loop(
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - start, latencies
+
+
+async def stop_groups(procs: list[asyncio.subprocess.Process], grace_s: float = 10.0) -> None:
+    """SIGTERM each process's group, SIGKILL a group still there after `grace_s`."""
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def commit_times(db_url: str) -> AsyncIterator[dict[int, float]]:
+    """When each version's commit was observed: its NOTIFY (sent by the committing transaction,
+    delivered at commit) as received by a LISTEN connection of this process."""
+    seen: dict[int, float] = {}
+    conn = await asyncpg.connect(db_url)
+    try:
+
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            seen.setdefault(int(str(payload)), time.time())
+
+        await conn.add_listener(CHANNEL, on_notify)
+        yield seen
+    finally:
+        await conn.close()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -49,17 +50,23 @@ async def _setup(url: str) -> str:
     return str(edge)
 
 
-async def _phase(url: str, keys: list[str], concurrency: int) -> dict[str, float]:
-    failures = 0
+async def _phase(url: str, keys: list[str], concurrency: int) -> dict[str, object]:
+    failures: Counter[str] = Counter()
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
-        nonlocal failures
         async with session.post(f"{url}/v1/connect", json={"key": keys[i], "template": "demo"}, headers=AUTH) as r:
-            await r.read()
-            failures += r.status != 200
+            body = await r.read()
+            if r.status != 200:
+                failures[f"{r.status} {json.loads(body).get('error', {}).get('code', '?')}"] += 1
 
     elapsed, lat = await closed_loop(one, total=len(keys), concurrency=concurrency)
-    return {"requests": len(keys), "per_s": round(len(keys) / elapsed, 1), **summary_ms(lat), "errors": failures}
+    return {
+        "requests": len(keys),
+        "per_s": round(len(keys) / elapsed, 1),
+        **summary_ms(lat),
+        "errors": sum(failures.values()),
+        "errors_by_code": dict(failures),
+    }
 
 
 async def run(url: str, n: int, concurrency: int) -> dict[str, object]:

@@ -4,8 +4,9 @@ process on loopback; the control plane SIGKILLed and started again, as in a cras
 Prints JSON:
 - requests/s and failed requests to an existing backend before, during and after the outage
   (closed loop, CONCURRENCY clients);
-- spawn latency (connect → first 200 from the new backend), online (control plane up) and offline
-  (the edge spawns alone), SPAWNS each, in the same run;
+- spawn latency (connect → first 200 from the new backend, and its two parts), online (control
+  plane up) before the outage, offline (the edge spawns alone) and online again after it, SPAWNS
+  each, in the same run and under the same closed-loop load;
 - reconciliation: from the control plane answering again to the edge's journal fully taken and
   every offline spawn in the control plane's state, with how many journal entries it replayed
   (keyless spawns of a backend that exits at once add entries without holding processes).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -95,12 +97,13 @@ def _connect(cluster: DevCluster, body: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
-def _first_200(url: str, timeout_s: float = 60) -> None:
+def _first_200(url: str, timeout_s: float = 60, client: httpx.Client | None = None) -> None:
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=10) as client:
+    with contextlib.ExitStack() as stack:
+        http = client or stack.enter_context(httpx.Client(timeout=10))
         while time.monotonic() < deadline:
             try:
-                if client.get(url).status_code == 200:
+                if http.get(url).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -108,19 +111,36 @@ def _first_200(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"{url} never answered 200")
 
 
-def spawn_latencies(cluster: DevCluster, prefix: str) -> tuple[list[float], list[dict[str, Any]]]:
-    out, answers = [], []
-    for i in range(SPAWNS):
-        t0 = time.perf_counter()
-        answer = _connect(cluster, {"key": f"{prefix}-{i}", "template": "demo"})
-        _first_200(answer["url"] + "info")
-        out.append((time.perf_counter() - t0) * 1000)
-        answers.append(answer)
+def spawn_latencies(cluster: DevCluster, prefix: str) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Per spawn: connect → first 200 (`total`), and its two parts: connect → answer (`answer`),
+    answer → first 200 (`ready`, the backend starting and the edge seeing it ready)."""
+    out: dict[str, list[float]] = {"total": [], "answer": [], "ready": []}
+    answers = []
+    # One client for every request, connections kept: what is timed is the edge and the backend,
+    # not the making of HTTP clients (tens of ms each on a loaded machine).
+    with httpx.Client(timeout=30) as http:
+        for i in range(SPAWNS):
+            t0 = time.perf_counter()
+            body = {"key": f"{prefix}-{i}", "template": "demo"}
+            r = http.post(f"{cluster.edge_url(0)}/v1/connect", json=body, headers=AUTH)
+            r.raise_for_status()
+            answer = dict(r.json())
+            t1 = time.perf_counter()
+            _first_200(answer["url"] + "info", client=http)
+            t2 = time.perf_counter()
+            out["total"].append((t2 - t0) * 1000)
+            out["answer"].append((t1 - t0) * 1000)
+            out["ready"].append((t2 - t1) * 1000)
+            answers.append(answer)
     return out, answers
 
 
 def _ms(values: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(values), 1), "max_ms": round(max(values), 1)}
+
+
+def _spawn_ms(parts: dict[str, list[float]]) -> dict[str, Any]:
+    return {**_ms(parts["total"]), "answer": _ms(parts["answer"]), "ready": _ms(parts["ready"])}
 
 
 def _status(cluster: DevCluster) -> dict[str, Any]:
@@ -137,10 +157,12 @@ def run(outage_s: float, journal_entries: int) -> dict[str, Any]:
         ).raise_for_status()
         existing = _connect(cluster, {"key": "bench-existing", "template": "demo"})
         _first_200(existing["url"] + "info")
-        online, _ = spawn_latencies(cluster, "bench-online")
         time.sleep(1.0)  # every edge has the templates and backends in its replica
         load = Load(existing["url"])
         load.start()
+        # Online spawns under the same load as the offline ones below: the baseline is measured
+        # in the conditions it is compared in (not on an idle edge).
+        online, _ = spawn_latencies(cluster, "bench-online")
         time.sleep(PHASE_S)
 
         load.switch("during")
@@ -168,6 +190,9 @@ def run(outage_s: float, journal_entries: int) -> dict[str, Any]:
                 time.sleep(0.02)
             reconcile_s = time.monotonic() - back_at
             adopted = sum(api.get(f"/v1/backends/{b}").status_code == 200 for b in spawned)
+        # Online again, under the same load: online before and after bracket the offline figure,
+        # so a machine that got busier or quieter meanwhile shows as a gap between the two.
+        online_after, _ = spawn_latencies(cluster, "bench-online-after")
         time.sleep(PHASE_S)
         phases = load.stop()
     return {
@@ -175,8 +200,9 @@ def run(outage_s: float, journal_entries: int) -> dict[str, Any]:
         "outage_s": outage_s,
         "concurrency": CONCURRENCY,
         "proxied_requests": phases,
-        "spawn_online": _ms(online),
-        "spawn_offline": _ms(offline),
+        "spawn_online": _spawn_ms(online),
+        "spawn_offline": _spawn_ms(offline),
+        "spawn_online_after": _spawn_ms(online_after),
         "control_plane_restart_s": round(restart_s, 2),
         "reconciliation": {
             "journal_entries": pending,

@@ -20,6 +20,12 @@ direct figures show it); `demo` is Meridian's demo backend (aiohttp), slower tha
               path, direct and through the edge taking turns in blocks of 100, after a warm-up:
               p50/p99 and the edge's added p50.
 
+A/B against another edge (for a quiet machine: is the current fast path faster than a previous
+commit's?): `--baseline-commit REV` (or `--baseline-cmd CMD`, bench/baseline_edge.py) starts a
+dev cluster of that commit next to this one, with a backend of the same kind behind its edge; that
+edge joins the interleaved rounds as `baseline_edge`, and `edge_over_baseline_per_s` is the median
+of each round's ratio (> 1: the current edge serves more).
+
 `--profile FILE` records the edge process with py-spy (raw collapsed stacks, 100 Hz, busy samples
 only) during its first loaded wrk run and adds a summary to the JSON. Everything shares the
 machine's cores (client, proxies, backend); nothing is pinned. Prints JSON; every process it
@@ -46,6 +52,7 @@ from typing import Any
 import aiohttp
 
 from bench import wrk
+from bench.baseline_edge import BaselineCluster, baseline_cluster
 from bench.common import summary_ms
 from bench.edge_cluster import AUTH, dev_cluster, edge_pid, ready_backend
 from bench.nginx import nginx_proxy
@@ -71,6 +78,28 @@ async def _backend(cluster: Any, kind: str) -> tuple[str, str]:
         async with session.get(answer["url"]) as r:  # the edge serves it
             assert r.status == 200, r.status
         return answer["url"], f"http://{answer['address']}/"
+
+
+async def _baseline_backend(baseline: BaselineCluster, kind: str) -> str:
+    """A backend of the same kind behind the baseline cluster's edge: its URL through that edge."""
+    template = FAST_TEMPLATE if kind == "fast" else None
+    async with aiohttp.ClientSession() as session:
+        if template is not None:
+            async with session.put(f"{baseline.control_url}/v1/templates/{kind}", json=template, headers=AUTH) as r:
+                assert r.status == 200, await r.text()
+        body = {"key": f"bench-proxy-baseline-{kind}", "template": kind}
+        async with session.post(f"{baseline.control_url}/v1/connect", json=body, headers=AUTH) as r:
+            answer = await r.json()
+            assert r.status == 200, answer
+        deadline = time.monotonic() + 60
+        last = ""
+        while time.monotonic() < deadline:  # until the edge's replica knows the backend and it is ready
+            async with session.get(answer["url"]) as r:
+                if r.status == 200:
+                    return str(answer["url"])
+                last = f"{r.status} {(await r.text())[:200]}"
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the baseline's {kind} backend never answered 200 ({last}):\n{baseline.log_tail()}")
 
 
 async def _ws_compare(urls: dict[str, str], n: int, warmup: int, block: int = 100) -> dict[str, list[float]]:
@@ -202,17 +231,23 @@ def _median_of(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, A
 
 def _measure(
     targets: dict[str, str], args: argparse.Namespace, profile: tuple[int, Path] | None
-) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
     for url in targets.values():  # warm-up: connections, caches, the edge's first-request paths
         wrk.run(url, threads=args.threads, connections=args.connections, duration_s=args.warmup)
     loaded = _rounds(targets, args.rounds, args.connections, args.duration, args.threads, profile)
     single = _rounds(targets, args.rounds, 1, args.single_duration, 1)
-    ratios = [round(e["per_s"] / n["per_s"], 3) for e, n in zip(loaded["edge"], loaded["nginx"], strict=True)]
+    ratios: dict[str, list[float]] = {o: _ratios(loaded, o) for o in ("nginx", "baseline_edge") if o in targets}
     return _median_of(loaded), _median_of(single), ratios
 
 
+def _ratios(loaded: dict[str, list[dict[str, float]]], other: str) -> list[float]:
+    """The edge's requests/s over `other`'s, round by round (the two ran next to each other)."""
+    return [round(e["per_s"] / o["per_s"], 3) for e, o in zip(loaded["edge"], loaded[other], strict=True)]
+
+
 def _added(results: dict[str, Any], key: str) -> dict[str, float]:
-    return {n: round(results[n][key] - results["direct"][key], 3) for n in ("edge", "nginx")}
+    proxies = [n for n in ("edge", "nginx", "baseline_edge") if n in results]
+    return {n: round(results[n][key] - results["direct"][key], 3) for n in proxies}
 
 
 def main() -> None:
@@ -227,29 +262,44 @@ def main() -> None:
     parser.add_argument("--ws-round-trips", type=int, default=2000)
     parser.add_argument("--ws-warmup", type=int, default=200)
     parser.add_argument("--profile", type=Path, help="py-spy raw output for the edge under load")
+    parser.add_argument("--baseline-commit", help="A/B: also measure the edge of this commit (git rev)")
+    parser.add_argument("--baseline-cmd", help="A/B: the cluster this command starts (bench/baseline_edge.py)")
     args = parser.parse_args()
+    ab = args.baseline_commit is not None or args.baseline_cmd is not None
 
     kinds = [k for k in args.backends.split(",") if k]
     per_backend: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meridian-bench-proxy-") as tmp_text:
         tmp = Path(tmp_text)
-        with dev_cluster(tmp / "dev") as cluster:
+        with dev_cluster(tmp / "dev") as cluster, contextlib.ExitStack() as stack:
+            baseline = None
+            if ab:
+                commit, command = args.baseline_commit, args.baseline_cmd
+                baseline = stack.enter_context(baseline_cluster(tmp, commit=commit, command=command))
             for kind in kinds:
                 edge_url, direct_url = asyncio.run(_backend(cluster, kind))
                 upstream = direct_url.removeprefix("http://").rstrip("/")
                 with nginx_proxy(upstream, tmp / f"nginx-{kind}") as (nginx_url, _):
                     targets = {"direct": direct_url, "edge": edge_url, "nginx": nginx_url + "/"}
+                    if baseline is not None:
+                        targets["baseline_edge"] = asyncio.run(_baseline_backend(baseline, kind))
                     first = kind == kinds[0]
                     profile = (edge_pid(cluster), args.profile.resolve()) if args.profile and first else None
                     loaded, single, ratios = _measure(targets, args, profile)
                 per_backend[kind] = {
                     "http": loaded,
-                    "edge_over_nginx_per_s": round(statistics.median(ratios), 3),
-                    "edge_over_nginx_per_s_each_round": ratios,
+                    "edge_over_nginx_per_s": round(statistics.median(ratios["nginx"]), 3),
+                    "edge_over_nginx_per_s_each_round": ratios["nginx"],
                     "added_p50_ms": _added(loaded, "p50_ms"),
                     "http_one_connection": single,
                     "added_p50_ms_per_hop_one_connection": _added(single, "p50_ms"),
                 }
+                if baseline is not None:
+                    per_backend[kind] |= {
+                        "baseline": baseline.label,
+                        "edge_over_baseline_per_s": round(statistics.median(ratios["baseline_edge"]), 3),
+                        "edge_over_baseline_per_s_each_round": ratios["baseline_edge"],
+                    }
                 if kind == "demo":
                     ws_urls = {"direct": _ws_url(direct_url), "edge": _ws_url(edge_url)}
                     ws_lat = asyncio.run(_ws_compare(ws_urls, args.ws_round_trips, args.ws_warmup))

@@ -41,9 +41,8 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
-from bench.common import ADMIN_TOKEN, control_plane, free_port, percentile  # noqa: E402
+from bench.common import ADMIN_TOKEN, commit_times, control_plane, free_port, percentile, stop_groups  # noqa: E402
 from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, database_url  # noqa: E402
-from control.notifier import CHANNEL  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -104,17 +103,7 @@ class Replicas:
         return [next(t for v, t, _ in a if v >= version) for a in self.applied]
 
     async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await stop_groups(self.procs)
         for reader in self._readers:
             reader.cancel()
 
@@ -141,29 +130,12 @@ async def _version(http: aiohttp.ClientSession, url: str) -> int:
         return int((await r.json())["version"])
 
 
-@contextlib.asynccontextmanager
-async def _commit_times(db_url: str) -> AsyncIterator[dict[int, float]]:
-    """When each version's commit was observed: its NOTIFY (sent by the committing transaction,
-    delivered at commit) as received by a LISTEN connection of this process."""
-    seen: dict[int, float] = {}
-    conn = await asyncpg.connect(db_url)
-    try:
-
-        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            seen.setdefault(int(str(payload)), time.time())
-
-        await conn.add_listener(CHANNEL, on_notify)
-        yield seen
-    finally:
-        await conn.close()
-
-
 async def propagation(
     http: aiohttp.ClientSession, url: str, db_url: str, token: str, root: Path, edges: int, writes: int, gap_s: float
 ) -> dict[str, Any]:
     async with (
         Replicas().running(edges, url, token, root) as replicas,
-        _commit_times(db_url) as committed,
+        commit_times(db_url) as committed,
     ):
         start_version = await _version(http, url)
         await replicas.all_at(start_version, timeout_s=120)

@@ -62,6 +62,18 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft RLIMIT_NOFILE of another process (the edge raises its own at start)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise RuntimeError("no open-file limit")
+
+
 class RawSocket:
     """A WebSocket client as small as can be: the handshake, then masked frames by hand."""
 
@@ -139,6 +151,7 @@ async def measure(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
     opened_s = time.perf_counter() - t0
     await asyncio.sleep(2)
     after = rss_kib(pid)
+    edge_descriptors = descriptors(pid)
     active = (warm + idle)[: args.active]
     via_edge = await echo_at_rate(active, args.rate, args.seconds)
     direct = await open_many(direct_host, int(direct_port), "/ws", args.active)
@@ -153,6 +166,8 @@ async def measure(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         "edge_rss_kib_before": before,
         "edge_rss_kib_with_all_open": after,
         "edge_rss_bytes_per_idle_websocket": round(per_socket),
+        "edge_descriptors_with_all_open": edge_descriptors,
+        "edge_open_files_limit": open_files_limit(pid),
         "echo": {
             "active_sockets": args.active,
             "messages_per_s": args.rate,

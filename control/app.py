@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from control import telemetry
 from control.db import create_pool
-from control.http import errors
+from control.http import errors, sync_fastpath
 from control.http.limits import BodyLimitMiddleware
 from control.loop_service import running
 from control.migrate import migrate
@@ -47,6 +49,19 @@ def open_placer(settings: ControlSettings) -> Placer:
         log.warning("no GeoIP database configured: placement uses pinned region, location, arrival edge, default")
         return Placer(None)
     return Placer(GeoLocator.open(path))
+
+
+class ControlApp(FastAPI):
+    """The FastAPI app, with the change feed's long-polls answered before the framework sees them
+    (control/http/sync_fastpath.py: what one reply costs is paid once per waiting edge)."""
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if sync_fastpath.handles(scope):
+            fallback = await sync_fastpath.serve(self, scope, receive, send)
+            if fallback is None:
+                return
+            receive = fallback
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
@@ -89,7 +104,7 @@ def create_app(settings: ControlSettings, database_url: str) -> FastAPI:
         finally:
             await pool.close()
 
-    app = FastAPI(
+    app = ControlApp(
         title="Meridian control plane",
         version="1",
         lifespan=lifespan,

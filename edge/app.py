@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from edge import telemetry as edge_telemetry
 from edge.activity import Activity
 from edge.control_client import ControlClient
 from edge.cors import cors_middleware
-from edge.drain import DrainState, drain_before_exit, stop_idle_while_draining
+from edge.drain import DrainState, ExitPlan, drain_before_exit, stop_idle_while_draining
 from edge.drone import Drone
 from edge.executors.setup import build_executors
 from edge.fastpath import ClientProtocol, FastPath, Limits
@@ -30,6 +31,7 @@ from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
+from edge.open_files import raise_soft_limit
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -96,6 +98,7 @@ async def send_heartbeat(app: web.Application) -> None:
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
         enrol=not app[keys.NODE_TOKEN].enrolled,
+        edge_domain=settings.edge_domain,
     )
     try:
         answer = await app[keys.CONTROL].heartbeat(hb)
@@ -181,6 +184,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         drone.attach(tel.traced_executor(executor, replica))
         app[keys.DRONE] = drone
         app[keys.DRAIN] = DrainState()
+        app[keys.EXIT_PLAN] = ExitPlan(keep_backends=settings.on_exit == "keep")
         replica.add_listener(drone.on_changes)
         app[keys.SYNC_CLIENT] = SyncClient(endpoints, token, session=session)
         app[keys.SYNC_LOOP] = SyncLoop(app[keys.SYNC_CLIENT], tel.traced_sink(replica))
@@ -219,12 +223,18 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         )
         await drone.restore()  # before anything else: take over what this node was running
         yield
-        await executor.close()
-        # Tell the control plane those backends are gone, so their keys are free at once rather
-        # than after KEY_FAILOVER_AFTER_S (best effort: it may be unreachable).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_REPORT_S):
-                await send_heartbeat(app)
+        if app[keys.EXIT_PLAN].keep_backends:
+            # An upgrade or restart: the backends keep serving, the journal (fsynced) says what runs
+            # where, and the next edge process on this data directory adopts them (drone.restore).
+            await executor.detach()
+            log.info("exiting with %d backend(s) left running for the next edge to adopt", drone.running())
+        else:
+            await executor.close()
+            # Tell the control plane those backends are gone, so their keys are free at once rather
+            # than after KEY_FAILOVER_AFTER_S (best effort: it may be unreachable).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_REPORT_S):
+                    await send_heartbeat(app)
     finally:
         await proxy_session.close()
         await session.close()
@@ -252,6 +262,14 @@ async def _drain(app: web.Application) -> None:
     await stop_idle_while_draining(
         app[keys.DRAIN], app[keys.DRONE], app[keys.ACTIVITY], app[keys.SETTINGS].idle_check_s
     )
+
+
+def _keep_and_stop(plan: ExitPlan, stop: asyncio.Event) -> Callable[[], None]:
+    def handler() -> None:
+        plan.keep_backends = True
+        stop.set()
+
+    return handler
 
 
 async def _drain_before_exit(app: web.Application, timeout_s: float) -> bool:
@@ -301,7 +319,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
 async def start_edge(settings: EdgeSettings) -> EdgeServer:
     """The edge app listening on settings.host:port: the fast path first, aiohttp for the rest."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s)
+    # handler_cancellation: a client gone mid-answer (a status stream, a proxied stream) ends its
+    # handler at once, so its connection stops counting toward the cap and its upstream is freed.
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=settings.keepalive_timeout_s, handler_cancellation=True
+    )
     await runner.setup()
     fast = FastPath(
         proxy=app[keys.PROXY],
@@ -319,7 +341,8 @@ async def start_edge(settings: EdgeSettings) -> EdgeServer:
     assert runner.server is not None
     fast.hand_over = runner.server
     aiohttp_server = runner.server
-    app[TELEMETRY].watch_client_connections(lambda: len(fast.clients) + len(aiohttp_server.connections))
+    fast.handed_over = lambda: len(aiohttp_server.connections)
+    app[TELEMETRY].watch_client_connections(fast.open_connections)
     try:
         server = await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(fast), settings.host, settings.port, reuse_address=True, backlog=1024
@@ -350,21 +373,30 @@ class EdgeServer:
 
 
 def serve(settings: EdgeSettings) -> None:
-    """Blocking; SIGINT/SIGTERM shut down gracefully (backends stopped, caches closed)."""
+    """Blocking; SIGINT/SIGTERM shut down gracefully: backends stopped (or, with `on_exit = keep`
+    or on SIGUSR2, left running for the next edge process to adopt), caches closed."""
+    raise_soft_limit(settings.max_client_connections)
 
     async def main() -> None:
         edge = await start_edge(settings)
+        plan = edge.app[keys.EXIT_PLAN]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR2, _keep_and_stop(plan, stop))
         gc.freeze()  # what start-up allocated never needs collecting: shorter GC pauses under load
         try:
             await stop.wait()
-            if settings.shutdown_drain_s > 0:
+            if settings.shutdown_drain_s > 0 and not plan.keep_backends:
                 await _drain_unless_signalled_again(edge.app, settings.shutdown_drain_s, stop)
         finally:
             await edge.stop()
+        if plan.keep_backends:
+            # The event loop's subprocess transports kill their still-running children when they are
+            # closed or collected (asyncio and uvloop alike): leave before anything tears them down.
+            logging.shutdown()
+            os._exit(0)
 
     loop_factory = None
     with contextlib.suppress(ImportError):

@@ -19,6 +19,15 @@ from sync.timing import DRAIN_IDLE_AFTER_S, EXIT_DRAIN_CHECK_S
 log = logging.getLogger(__name__)
 
 
+class ExitPlan:
+    """What a clean exit does with this node's backends: stop them (the default; their keys are
+    free at once), or keep them running for the next edge process on this data directory to adopt
+    (an upgrade or restart: `on_exit = keep`, or SIGUSR2)."""
+
+    def __init__(self, keep_backends: bool) -> None:
+        self.keep_backends = keep_backends
+
+
 class DrainState:
     def __init__(self) -> None:
         self.requested = False

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 StopListener = Callable[[str, TerminationReason], None]
+StatusListener = Callable[[StatusReport], None]
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Drone:
         self.journal = journal
         self._online = online
         self._stop_listeners: list[StopListener] = []
+        self._status_listeners: list[StatusListener] = []
         self.pool = pool
         self.timing: Callable[[str, float, dict[str, str]], None] = lambda _name, _s, _attrs: None
         """Where the steps of a new backend's start are told (step, seconds, attributes): telemetry
@@ -110,6 +112,13 @@ class Drone:
         """Called with (backend id, reason) just before a backend is stopped, e.g. so the proxy closes
         its WebSockets with the reason (`superseded`) before the process goes."""
         self._stop_listeners.append(listener)
+
+    def add_status_listener(self, listener: StatusListener) -> Callable[[], None]:
+        """Called with every status change of a backend this node runs, as it happens (before any
+        report reaches the control plane): what the browsers' status stream follows while the
+        replica does not know the backend yet (an offline spawn). Returns its removal."""
+        self._status_listeners.append(listener)
+        return lambda: self._status_listeners.remove(listener)
 
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: any backend change may concern this node."""
@@ -360,6 +369,7 @@ class Drone:
             request = self._spawn_request(known.backend, known.spec)
             if known.pool_member is not None:
                 request = replace(request, pool=PoolTag(known.pool_member, self.node_id))
+            request = replace(request, last_address=known.address)
             address = await adopt(request) if adopt else None
             self._restored(known, address)
         # Unclaimed warm-pool members of the crashed process are in no journal: stop them (the
@@ -422,6 +432,11 @@ class Drone:
     def _report(self, local: LocalBackend) -> None:
         report = local.report()
         self._reports.put_nowait(report)
+        for listener in list(self._status_listeners):
+            try:
+                listener(report)
+            except Exception:
+                log.exception("status listener %r failed", listener)
         if self.journal is not None:
             self._spawn_task(self.journal.record_status(report, replay=not self._online()))
 

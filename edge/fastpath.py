@@ -27,9 +27,17 @@ import httptools
 from edge.activity import Activity
 from edge.drone import Drone
 from edge.forwarding import ForwardingPolicy, ResponseRewrite
-from edge.proxy import Incoming, Proxy, Target, is_navigation
+from edge.proxy import Incoming, Proxy, Target, is_navigation, tokens_to_recheck
 from edge.supersede import SupersededRedirect
 from edge.websocket_frames import FrameBoundary, close_frame
+from sync.close_codes import (
+    CLOSE_BACKEND_GONE,
+    CLOSE_GOING_AWAY,
+    CLOSE_REVOKED,
+    CLOSE_SUPERSEDED,
+    REASON_REVOKED,
+    REASON_SUPERSEDED,
+)
 from sync.errors import MeridianError, PayloadTooLarge
 from sync.models import BackendStatus, Change, ChangeKind, TerminationReason
 
@@ -41,8 +49,6 @@ _HIGH_WATER = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {400: b"Bad Request", 401: b"Unauthorized", 410: b"Gone", 413: b"Payload Too Large"}
 _REASONS.update({502: b"Bad Gateway", 503: b"Service Unavailable"})
-CLOSE_BACKEND_GONE = 1011
-CLOSE_SUPERSEDED = 4000  # API.md: a WebSocket ended because its backend was superseded
 
 
 @dataclass
@@ -89,6 +95,7 @@ class _Exchange:
     websocket: bool = False
     expect_continue: bool = False
     backend_id: str | None = None  # known once the target is resolved
+    token: str = ""  # the connection token it was opened with: checked again on revocations
     upstream: _Upstream | None = None
     pending: list[bytes] = field(default_factory=list)  # request bytes written before upstream was ready
     request_done: bool = False
@@ -112,8 +119,14 @@ class FastPath:
         self.max_body_bytes = limits.max_body_bytes
         self.idle: dict[str, list[_Upstream]] = {}
         self.hand_over: Callable[[], asyncio.Protocol] | None = None
+        self.handed_over: Callable[[], int] = lambda: 0
+        """How many connections the aiohttp application holds (all of them came through here)."""
         self.clients: set[ClientProtocol] = set()
         self.served_fast = 0
+
+    def open_connections(self) -> int:
+        """Every open client connection of the edge: this path's and those handed to aiohttp."""
+        return len(self.clients) + self.handed_over()
 
     def fast_path_share(self) -> float | None:
         """Of the proxied requests, the share served here rather than by the aiohttp path."""
@@ -139,7 +152,11 @@ class FastPath:
 
     def on_changes(self, changes: list[Change]) -> None:
         """Replica listener: a backend that ended takes its spliced WebSockets with it, each closed
-        with a code that says why (4000 `superseded`: the key's other backend won)."""
+        with a code that says why (4000 `superseded`: the key's other backend won); a revoked token
+        takes what was opened with it (4001 `revoked`, a stream cut)."""
+        recheck = tokens_to_recheck(changes)
+        if recheck is not None:
+            self._end_revoked(recheck)
         ended = {
             c.id: (c.body or {}).get("termination_reason")
             for c in changes
@@ -151,9 +168,20 @@ class FastPath:
             ex = client.exchange
             if client.spliced and ex is not None and ex.backend_id in ended:
                 if ended[ex.backend_id] == TerminationReason.SUPERSEDED.value:
-                    client.end_websocket(CLOSE_SUPERSEDED, "superseded")
+                    client.end_websocket(CLOSE_SUPERSEDED, REASON_SUPERSEDED)
                 else:
-                    client.end_websocket(1001, "backend stopped")
+                    client.end_websocket(CLOSE_GOING_AWAY, "backend stopped")
+
+    def _end_revoked(self, recheck: Callable[[str], bool]) -> None:
+        valid: dict[str, bool] = {}  # many sockets share a token: verify each token once
+        for client in list(self.clients):
+            ex = client.exchange
+            if ex is None or ex.backend_id is None or not ex.token or not recheck(ex.backend_id):
+                continue
+            if ex.token not in valid:
+                valid[ex.token] = self.proxy.still_valid(ex.token)
+            if not valid[ex.token]:
+                client.end_revoked()
 
     def take_upstream(self, address: str) -> _Upstream | None:
         pool = self.idle.get(address)
@@ -183,7 +211,7 @@ class FastPath:
 
     def close(self) -> None:
         for client in list(self.clients):
-            client.end_websocket(1001, "edge shutting down")
+            client.end_websocket(CLOSE_GOING_AWAY, "edge shutting down")
             client._close()
         for pool in self.idle.values():
             for up in pool:
@@ -349,7 +377,7 @@ class ClientProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
         peer = self.transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
-        if len(self.fast.clients) >= self.fast.limits.max_connections:
+        if self.fast.open_connections() >= self.fast.limits.max_connections:
             self._answer(503, _error_body("too_many_requests", "this edge holds its most open connections"))
             self._close()
             return
@@ -567,6 +595,7 @@ class ClientProtocol(asyncio.Protocol):
         path, upstream_headers, ex.rewrite = self.fast.proxy.upstream(incoming, target, headers)
         head = _request_head(req.method, path, upstream_headers, ex.chunked_request, length, ex.websocket)
         ex.backend_id = target.backend_id
+        ex.token = incoming.token
         ex.address = target.address
         ex.max_body_bytes = target.max_body_bytes
         self.fast.activity.begin(target.backend_id)
@@ -680,6 +709,17 @@ class ClientProtocol(asyncio.Protocol):
         finish = self._frames.finish()
         if finish is not None:
             self.transport.write(finish + close_frame(code, reason))
+        self._close()
+
+    def end_revoked(self) -> None:
+        """The token of the current exchange no longer verifies: a WebSocket gets 4001 `revoked`,
+        a response not yet begun 401, one still streaming is cut."""
+        ex = self.exchange
+        if self.spliced:
+            self.end_websocket(CLOSE_REVOKED, REASON_REVOKED)
+            return
+        if ex is not None and not ex.response_started:
+            self._answer(401, _error_body("unauthorized", "connection token revoked"))
         self._close()
 
     # ---- called by the upstream ---------------------------------------------------------------

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from edge.activity import Activity
 from edge.control_client import ControlClient
-from edge.drain import DrainState
+from edge.drain import DrainState, ExitPlan
 from edge.drone import Drone
 from edge.executors.router import Executors
 from edge.journal import Journal
@@ -31,6 +31,7 @@ EXECUTORS = web.AppKey("executors", Executors)
 SYNC_LOOP = web.AppKey("sync_loop", SyncLoop)
 PROXY = web.AppKey("proxy", Proxy)
 DRAIN = web.AppKey("drain", DrainState)
+EXIT_PLAN = web.AppKey("exit_plan", ExitPlan)
 JOURNAL = web.AppKey("journal", Journal)
 OFFLINE = web.AppKey("offline", OfflineConnect)
 REPLAYER = web.AppKey("replayer", JournalReplayer)

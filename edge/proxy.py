@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,8 @@ from edge.forwarding import (
     origin_form,
 )
 from edge.replica import Replica
-from edge.supersede import CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON, SupersededRedirect, redirect_if_superseded
+from edge.supersede import SupersededRedirect, redirect_if_superseded
+from sync.close_codes import CLOSE_BACKEND_GONE, CLOSE_REVOKED, CLOSE_SUPERSEDED, REASON_REVOKED, REASON_SUPERSEDED
 from sync.errors import BackendGone, BackendNotReady, BackendUnreachable, PayloadTooLarge, Unauthorized
 from sync.models import Change, ChangeKind, TerminationReason
 from sync.routing import base_path
@@ -114,6 +115,20 @@ def token_from_headers(cookie: str | None, authorization: str | None) -> str | N
     return bearer(authorization) if authorization else None
 
 
+def tokens_to_recheck(changes: list[Change]) -> Callable[[str], bool] | None:
+    """Of the backends with something open, those whose tokens must be verified again after these
+    changes: the ones a revocation names, or every one when a signing key changed; None when no
+    token can have stopped verifying."""
+    if any(c.kind is ChangeKind.SIGNING_KEY for c in changes):
+        return lambda _backend_id: True
+    named = {
+        str(c.body["backend_id"])
+        for c in changes
+        if c.kind is ChangeKind.REVOCATION and c.body and "backend_id" in c.body
+    }
+    return named.__contains__ if named else None
+
+
 def is_navigation(method: str, sec_fetch_mode: str | None) -> bool:
     return method == "GET" and (sec_fetch_mode or "").strip().lower() == "navigate"
 
@@ -162,7 +177,8 @@ class Proxy:
         self.served_full = 0  # proxied requests served by this (aiohttp) path
         self._replica_changed = asyncio.Event()
         self._verified: dict[str, ConnectionClaims] = {}
-        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._sockets: dict[str, dict[web.WebSocketResponse, str]] = {}  # per backend: socket → its token
+        self._streams: dict[str, dict[asyncio.Task[Any], str]] = {}  # per backend: a response being sent → its token
         self._closing: set[asyncio.Future[Any]] = set()
 
     # ---- routing --------------------------------------------------------------------------------
@@ -238,7 +254,8 @@ class Proxy:
         try:
             if h.get("Upgrade", "").lower() == "websocket":
                 return await self._websocket(request, target, incoming)
-            return await self._http(request, target, incoming)
+            with _held(self._streams, target.backend_id, asyncio.current_task(), incoming.token):
+                return await self._http(request, target, incoming)
         finally:
             self.activity.end(target.backend_id)
 
@@ -270,19 +287,45 @@ class Proxy:
         if reason is not TerminationReason.SUPERSEDED:
             return
         if self.fast_path is not None:
-            self.fast_path.end_websockets_of(backend_id, CLOSE_SUPERSEDED, CLOSE_SUPERSEDED_REASON)
+            self.fast_path.end_websockets_of(backend_id, CLOSE_SUPERSEDED, REASON_SUPERSEDED)
         for ws in list(self._sockets.get(backend_id, ())):
-            task = asyncio.ensure_future(ws.close(code=CLOSE_SUPERSEDED, message=CLOSE_SUPERSEDED_REASON.encode()))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_socket(ws, CLOSE_SUPERSEDED, REASON_SUPERSEDED)
+
+    def _close_socket(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        task = asyncio.ensure_future(ws.close(code=code, message=reason.encode()))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def on_changes(self, changes: list[Change]) -> None:
-        """Replica listener: wake requests waiting for a backend the replica did not know yet, and
-        forget verified tokens when keys or revocations change."""
-        if any(c.kind in (ChangeKind.SIGNING_KEY, ChangeKind.REVOCATION) for c in changes):
+        """Replica listener: wake requests waiting for a backend the replica did not know yet,
+        forget verified tokens when keys or revocations change, and end what this path holds open
+        with a token that stopped verifying (the fast path ends its own)."""
+        recheck = tokens_to_recheck(changes)
+        if recheck is not None:
             self._verified.clear()
+            self._end_revoked(recheck)
         self._replica_changed.set()
         self._replica_changed = asyncio.Event()
+
+    def still_valid(self, token: str) -> bool:
+        """Whether a token still verifies now (signature, expiry, revocations), uncached."""
+        try:
+            verify_connection_token(self.replica, token)
+        except Unauthorized:
+            return False
+        return True
+
+    def _end_revoked(self, recheck: Callable[[str], bool]) -> None:
+        """A WebSocket opened with a revoked token closes with 4001 `revoked`; a response still
+        being sent with one is cut (its handler cancelled, the connection closed)."""
+        for backend_id in [b for b in self._sockets if recheck(b)]:
+            for ws, token in list(self._sockets.get(backend_id, {}).items()):
+                if not self.still_valid(token):
+                    self._close_socket(ws, CLOSE_REVOKED, REASON_REVOKED)
+        for backend_id in [b for b in self._streams if recheck(b)]:
+            for task, token in list(self._streams.get(backend_id, {}).items()):
+                if not self.still_valid(token):
+                    task.cancel()
 
     def verify(self, token: str) -> ConnectionClaims:
         """Verified tokens are remembered (expiry still checked each time) until a signing key or a
@@ -439,6 +482,8 @@ class Proxy:
                     self.activity.touch(target.backend_id)
             except (aiohttp.ClientPayloadError, ConnectionResetError) as exc:
                 log.debug("stream of backend %s ended early: %s", target.backend_id, type(exc).__name__)
+                if request.transport is not None:
+                    request.transport.close()  # the client sees the answer cut, not a clean end
                 return response
             await response.write_eof()
             return response
@@ -469,22 +514,29 @@ class Proxy:
             protocols=[upstream.protocol] if upstream.protocol else (), autoping=False, max_msg_size=0
         )
         await client.prepare(request)
-        sockets = self._sockets.setdefault(target.backend_id, set())
-        sockets.add(client)
         try:
-            await _pump_both(client, upstream, lambda: self.activity.touch(target.backend_id))
+            with _held(self._sockets, target.backend_id, client, incoming.token):
+                await _pump_both(client, upstream, lambda: self.activity.touch(target.backend_id))
         finally:
-            sockets.discard(client)
-            if not sockets:
-                self._sockets.pop(target.backend_id, None)
             await upstream.close()
             await client.close(code=CLOSE_BACKEND_GONE, message=b"backend closed the connection")
         return client
 
 
+@contextlib.contextmanager
+def _held(registry: dict[str, dict[Any, str]], backend_id: str, item: object, token: str) -> Iterator[None]:
+    """`item` (a socket, a handler task) is open for `backend_id` with `token` while inside."""
+    held = registry.setdefault(backend_id, {})
+    held[item] = token
+    try:
+        yield
+    finally:
+        held.pop(item, None)
+        if not held:
+            registry.pop(backend_id, None)
+
+
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-CLOSE_GOING_AWAY = 1001
-CLOSE_BACKEND_GONE = 1011
 _NOT_ON_THE_WIRE = frozenset((1005, 1006, 1015))
 """Close codes that describe a missing close frame and must never be sent in one."""
 
@@ -494,7 +546,16 @@ def close_code_for(code: int | None) -> int:
 
 
 async def _pump(source: WebSocket, sink: WebSocket, touch: Callable[[], None]) -> None:
-    async for msg in source:
+    """Relay messages until `source` closes, then close `sink` with its code and reason (1011 in
+    place of a code that must not be on the wire)."""
+    reason = ""
+    while True:
+        msg = await source.receive()
+        if msg.type is WSMsgType.CLOSE:
+            reason = msg.extra or ""
+            break
+        if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            break
         touch()
         if msg.type is WSMsgType.TEXT:
             await sink.send_str(msg.data)
@@ -504,11 +565,10 @@ async def _pump(source: WebSocket, sink: WebSocket, touch: Callable[[], None]) -
             await sink.ping(msg.data)
         elif msg.type is WSMsgType.PONG:
             await sink.pong(msg.data)
-        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            break
     code = close_code_for(source.close_code)
-    reason = b"" if code == source.close_code else b"backend closed the connection"
-    await sink.close(code=code, message=reason)
+    if code != source.close_code:
+        reason = "backend closed the connection"
+    await sink.close(code=code, message=reason.encode())
 
 
 async def _pump_both(

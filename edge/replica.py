@@ -226,22 +226,31 @@ class Replica:
         disk = ReplicaDisk(Path(directory))
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-disk")
 
-        def load() -> tuple[DiskState | None, _Index, bool]:
+        def load() -> tuple[DiskState | None, _Index, bool, str | None]:
             try:
                 state = disk.load()
-                return state, _Index.from_disk(state.objects) if state else _Index(), False
+                return state, _Index.from_disk(state.objects) if state else _Index(), False, None
             except Exception as exc:  # CorruptCache, or anything the image build tripped on
                 log.error("replica in %s is corrupt (%s); starting empty, a snapshot will rebuild it", directory, exc)
+            try:
                 disk.reset()
-                return None, _Index(), True
+            except OSError as exc:
+                # Neither opened nor rebuilt (e.g. a file where the directory should be): the edge
+                # still starts, serves what it can and reports itself unhealthy until a snapshot
+                # can be written there again.
+                problem = f"the replica directory {directory} cannot be opened or rebuilt: {exc}"[:400]
+                log.error("%s", problem)
+                return None, _Index(), True, problem
+            return None, _Index(), True, None
 
         try:
-            state, index, rebuilt = executor.submit(load).result()
+            state, index, rebuilt, problem = executor.submit(load).result()
         except BaseException:
             executor.shutdown(wait=False)
             raise
         replica = cls(disk, executor, state, index)
         replica.rebuilt = rebuilt
+        replica.problem = problem
         return replica
 
     def close(self) -> None:

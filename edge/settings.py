@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.discovery import ControlEndpoints, endpoints_for
 from sync.timing import KEEPALIVE_IDLE_S, REQUEST_HEAD_TIMEOUT_S
+from sync.validation import DomainName
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MERIDIAN_EDGE_", extra="ignore", validate_assignment=True)
 
     region: str = Field(description="Region this edge serves (a known name creates the region on first heartbeat).")
     control_url: str = Field(
@@ -26,6 +28,13 @@ class EdgeSettings(BaseSettings):
         description="On SIGTERM, drain first: tell the control plane to place nothing here, stop idle "
         "backends, and wait up to this long for busy ones (open WebSockets) before stopping the rest. "
         "0: stop at once. Keep it below the supervisor's kill timeout.",
+    )
+    on_exit: Literal["stop", "keep"] = Field(
+        default="stop",
+        description="What a clean exit (SIGTERM, SIGINT) does with this node's backends: `stop` them "
+        "(reported stopped, keys free at once), or `keep` them running for the next edge process on "
+        "this data directory to adopt (upgrades, restarts; no drain). SIGUSR2 exits keeping them "
+        "whatever this says.",
     )
     dns_nameservers: list[str] | None = Field(
         default=None,
@@ -43,7 +52,7 @@ class EdgeSettings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call this edge's /v1/connect (CORS)."
     )
-    edge_domain: str | None = Field(
+    edge_domain: DomainName | None = Field(
         default=None, description="Domain for subdomain routing: <backend-id>.<edge_domain>."
     )
     trusted_proxies: list[str] = Field(

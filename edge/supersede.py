@@ -3,7 +3,7 @@
 After a partition, the control plane keeps one backend per key (sync/offline.py) and terminates
 the other with reason `superseded`. A request for the loser is answered `307` to a fresh URL of
 the winner (a new connection token for the same user, on the winner's region edge), and its open
-WebSockets are closed with CLOSE_SUPERSEDED and reason `superseded`.
+WebSockets are closed with sync.close_codes.CLOSE_SUPERSEDED and reason `superseded`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from edge.offline_connect import fresh_token
 from edge.replica import Replica
 from sync.models import TerminationReason
 from sync.state import BackendState
-
-CLOSE_SUPERSEDED = 4000
-"""WebSocket close code (application range) for a backend that lost its key to another."""
-CLOSE_SUPERSEDED_REASON = "superseded"
 
 
 def winner_url(replica: Replica, loser: BackendState, user: str | None, rest: str) -> str | None:

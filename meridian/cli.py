@@ -61,10 +61,10 @@ def control_serve(
     ):
         if value is not None:
             overrides[name] = value
+    if default_region:
+        overrides["placement"] = {"default_region": default_region}  # validated with the rest, not assigned after
     try:
         settings = ControlSettings(**overrides)  # type: ignore[arg-type]
-        if default_region:
-            settings.placement.default_region = default_region
         serve(settings)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -95,6 +95,14 @@ def edge_serve(
             help="On SIGTERM, drain for up to this many seconds before stopping backends (0: at once).",
         ),
     ] = 0.0,
+    on_exit: Annotated[
+        str,
+        typer.Option(
+            envvar="MERIDIAN_EDGE_ON_EXIT",
+            help="On SIGTERM/SIGINT: `stop` the backends, or `keep` them running for the next edge "
+            "on this data dir to adopt (upgrades). SIGUSR2 always keeps them.",
+        ),
+    ] = "stop",
     internal_url: Annotated[str | None, typer.Option(help="URL other edges reach this edge at.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest proxied request body.")] = None,
     cors_origin: Annotated[
@@ -133,13 +141,14 @@ def edge_serve(
             public_url=public_url,
             edge_domain=edge_domain,
             shutdown_drain_s=shutdown_drain_s,
+            on_exit=on_exit,  # type: ignore[arg-type]
             internal_url=internal_url,
             cors_origins=cors_origin or [],
+            # Every value goes through the constructor: model_copy(update=...) would skip validation.
+            **({"max_body_bytes": max_body_bytes} if max_body_bytes is not None else {}),  # type: ignore[arg-type]
             **({"dns_nameservers": dns_server} if dns_server else {}),  # type: ignore[arg-type]
             **({"nomad_addr": nomad_addr} if nomad_addr else {}),  # type: ignore[arg-type]
         )
-        if max_body_bytes is not None:
-            settings = settings.model_copy(update={"max_body_bytes": max_body_bytes})
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     serve(settings)

@@ -38,6 +38,7 @@ from meridian.client_types import (
 )
 from meridian.sse import SseParser
 from sync.backoff import Backoff
+from sync.close_codes import CLOSE_REVOKED, CLOSE_SUPERSEDED, REASON_REVOKED, REASON_SUPERSEDED
 from sync.errors import (
     BackendGone,
     ControlPlaneUnreachable,
@@ -553,7 +554,21 @@ class Meridian:
             time.sleep(min(self.retry.delay(backoff, retry_after), remaining()))
 
 
+def websocket_ending(code: int, reason: str) -> str | None:
+    """What a close frame from the edge means for a client of the backend, the way the TypeScript
+    `SessionBackend` reads it: "superseded" (4000: connect again, the key has another backend),
+    "revoked" (4001: the token is refused; connect again only if the user may still have access),
+    or None (anything else: reconnect with backoff while the backend is ready)."""
+    if code == CLOSE_SUPERSEDED or reason == REASON_SUPERSEDED:
+        return REASON_SUPERSEDED
+    if code == CLOSE_REVOKED or reason == REASON_REVOKED:
+        return REASON_REVOKED
+    return None
+
+
 __all__ = [
+    "CLOSE_REVOKED",
+    "CLOSE_SUPERSEDED",
     "ApiToken",
     "AsyncMeridian",
     "Backend",
@@ -566,4 +581,5 @@ __all__ = [
     "StatusEvent",
     "Template",
     "parse_retry_after",
+    "websocket_ending",
 ]

@@ -31,15 +31,31 @@ def kill(cluster: DevCluster, name: str) -> None:
     proc.wait(10)
 
 
-def restart(cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 60) -> float:
-    """Start the (killed) component again with its command line; seconds until `ready_url` answers 200."""
+def stop(cluster: DevCluster, name: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30) -> int:
+    """Signal one component (a clean stop, or SIGUSR2 for an edge that leaves its backends running)
+    and wait for it to exit; its exit code."""
+    proc = cluster.procs[_index(cluster, name)][1]
+    proc.send_signal(sig)
+    return proc.wait(timeout_s)
+
+
+def argv(cluster: DevCluster, name: str) -> list[str]:
+    """The command line the component runs with now."""
+    return [str(a) for a in cluster.procs[_index(cluster, name)][1].args]  # type: ignore[union-attr]
+
+
+def restart(
+    cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 60, *, command: list[str] | None = None
+) -> float:
+    """Start the (stopped) component again with its command line (or `command`); seconds until
+    `ready_url` answers 200."""
     i = _index(cluster, name)
     old = cluster.procs[i][1]
     if old.poll() is None:
         raise DevError(f"{name} is still running")
     log = cluster.data_dir / "logs" / (("control" if name == "control plane" else name.replace(" ", "-")) + ".log")
     started = time.monotonic()
-    proc = processes.start([str(a) for a in old.args], log, processes.clean_env())  # type: ignore[union-attr]
+    proc = processes.start(command or argv(cluster, name), log, processes.clean_env())
     cluster.procs[i] = (name, proc)
     deadline = started + timeout_s
     while time.monotonic() < deadline:
@@ -54,9 +70,12 @@ def restart(cluster: DevCluster, name: str, ready_url: str, timeout_s: float = 6
     raise DevError(f"{name} did not answer at {ready_url} within {timeout_s:.0f}s of a restart")
 
 
-def backend_processes(key: str) -> list[int]:
-    """Pids of the backend processes (group leaders) serving `key`, found by MERIDIAN_KEY."""
+def backend_processes(key: str, under: Path) -> list[int]:
+    """Pids of the backend processes (group leaders) serving `key`, found by MERIDIAN_KEY, whose
+    output goes to a file under `under` (a cluster's data dir): another cluster on the same machine,
+    with keys of the same names, is not counted."""
     wanted = f"MERIDIAN_KEY={key}".encode()
+    root = under.resolve()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -64,17 +83,19 @@ def backend_processes(key: str) -> list[int]:
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             pid = int(entry.name)
-            if wanted in environ and b"MERIDIAN_BACKEND_ID=" in b"\0".join(environ) and os.getpgid(pid) == pid:
+            if wanted not in environ or b"MERIDIAN_BACKEND_ID=" not in b"\0".join(environ):
+                continue
+            if os.getpgid(pid) == pid and Path(os.readlink(entry / "fd" / "1")).is_relative_to(root):
                 found.append(pid)
         except (OSError, ValueError):
             continue
     return sorted(found)
 
 
-def kill_backends(keys: list[str]) -> None:
-    """SIGKILL every backend process group of these keys (cleanup after a test left orphans)."""
+def kill_backends(keys: list[str], under: Path) -> None:
+    """SIGKILL every backend process group of these keys under `under` (cleanup after a test left orphans)."""
     for key in keys:
-        for pid in backend_processes(key):
+        for pid in backend_processes(key, under):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from sync.validation import HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text, UrlPath
+from sync.validation import DomainName, HttpUrl, Int32, Key, NonNegativeInt63, ProcessText, Text, UrlPath
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -303,6 +303,9 @@ class HeartbeatIn(Strict):
     )
     unhealthy_reason: str | None = Field(
         default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
+    )
+    edge_domain: DomainName | None = Field(
+        default=None, description="The edge's domain for subdomain routing, so connect can answer `subdomain_url`."
     )
     enrol: StrictBool = False
     """Sent with an unbound edge token: bind a new token to this node and return it (`node_token`),

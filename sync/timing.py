@@ -24,7 +24,8 @@ BACKOFF_INITIAL_S: float = 0.5
 BACKOFF_MAX_S: float = 30.0
 
 TOKEN_REVOCATION_PROPAGATION_S: float = 1.0
-"""Upper bound promised for a revoked connection token to stop working at every edge."""
+"""Upper bound promised for a revoked connection token to stop working at every edge, and for what
+was opened with it to close (WebSockets with 4001 `revoked`, streaming responses cut)."""
 
 CONNECTION_TOKEN_TTL_S: float = 24 * 3600.0
 """Lifetime of a connection token issued by `connect`."""

@@ -119,6 +119,18 @@ ProcessText = Annotated[str, AfterValidator(process_text)]
 Key = Annotated[str, AfterValidator(key)]
 UrlPath = Annotated[str, Field(max_length=1024), AfterValidator(url_path)]
 HttpUrl = Annotated[str, AfterValidator(http_url)]
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+def domain_name(value: str) -> str:
+    if not _DOMAIN_NAME.fullmatch(value):
+        raise ValueError("a domain name is dot-separated labels of letters, digits and inner hyphens")
+    return value
+
+
+DomainName = Annotated[str, Field(max_length=253), AfterValidator(domain_name)]
+"""A DNS name (labels of letters, digits and inner hyphens): an edge domain."""
 Int63 = Annotated[int, Field(ge=-INT63_MAX - 1, le=INT63_MAX)]
 NonNegativeInt63 = Annotated[int, Field(ge=0, le=INT63_MAX)]
 Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]

@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from control.app import create_app
 from control.embedded_db import EmbeddedPostgres, database_url
@@ -59,26 +60,36 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-async def db_url(pg_admin_url: str) -> AsyncIterator[str]:
+async def create_database(admin_url: str) -> str:
+    """A new, empty database on the test server; its name."""
     name = "t_" + secrets.token_hex(6)
-    conn = await asyncpg.connect(pg_admin_url)
+    conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    yield database_url(pg_admin_url, name)
-    conn = await asyncpg.connect(pg_admin_url)
+    return name
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
 
+@pytest.fixture
+async def db_url(pg_admin_url: str) -> AsyncIterator[str]:
+    name = await create_database(pg_admin_url)
+    yield database_url(pg_admin_url, name)
+    await drop_database(pg_admin_url, name)
+
+
 @dataclass
 class RunningControl:
     url: str
-    app: object
+    app: FastAPI
     server: uvicorn.Server
     db_url: str
 
@@ -88,7 +99,7 @@ class RunningControl:
 
     @property
     def state(self) -> ControlState:
-        state: ControlState = self.app.state.control  # type: ignore[attr-defined]
+        state: ControlState = self.app.state.control
         return state
 
 
@@ -139,18 +150,26 @@ async def admin(control: RunningControl) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def edge_token(admin: httpx.AsyncClient) -> str:
-    r = await admin.post("/v1/tokens", json={"name": "edge", "scopes": ["edge"]})
+async def mint_token(admin: httpx.AsyncClient, *scopes: str) -> str:
+    """A new API token with these scopes (named after them), minted by `admin`."""
+    r = await admin.post("/v1/tokens", json={"name": "-".join(scopes), "scopes": list(scopes)})
     assert r.status_code == 201, r.text
     return str(r.json()["token"])
+
+
+@pytest.fixture
+async def edge_token(admin: httpx.AsyncClient) -> str:
+    return await mint_token(admin, "edge")
 
 
 @pytest.fixture
 async def client_token(admin: httpx.AsyncClient) -> str:
-    r = await admin.post("/v1/tokens", json={"name": "client", "scopes": ["client"]})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
+    return await mint_token(admin, "client")
+
+
+@pytest.fixture
+async def observer_token(admin: httpx.AsyncClient) -> str:
+    return await mint_token(admin, "observer")
 
 
 # ---- skip policy -------------------------------------------------------------------------------

@@ -4,42 +4,23 @@ schemathesis process) that call it over loopback while the test itself blocks.""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import asyncpg
 import httpx
 
 from control.embedded_db import database_url
 from sync.timing import HEARTBEAT_INTERVAL_S
-from tests.conftest import ADMIN_TOKEN, RunningControl, start_control, stop_control
+from tests.conftest import ADMIN_TOKEN, RunningControl, create_database, drop_database, start_control, stop_control
 from tests.helpers import DEMO_TEMPLATE
-
-
-async def _create_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @contextmanager
 def live_control(pg_admin_url: str) -> Iterator[RunningControl]:
     """A fresh database and a control plane serving it, with one region, one roomy edge node
     (registered by a real heartbeat) and the demo template, so connects can succeed."""
-    name = "t_" + secrets.token_hex(6)
-    asyncio.run(_create_database(pg_admin_url, name))
+    name = asyncio.run(create_database(pg_admin_url))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="live-control", daemon=True)
     thread.start()
@@ -58,7 +39,7 @@ def live_control(pg_admin_url: str) -> Iterator[RunningControl]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
-        asyncio.run(_drop_database(pg_admin_url, name))
+        asyncio.run(drop_database(pg_admin_url, name))
 
 
 HEARTBEAT = {"node_id": "nd-eu", "region": "eu-west", "address": "http://nd.test:1", "capacity": 1_000_000}

@@ -30,53 +30,19 @@ async def insert(
     owner_token_id: str | None,
     user_id: str | None,
     secret: str,
+    status: str = "scheduled",
+    termination_reason: str | None = None,
+    created_at: datetime | None = None,
 ) -> asyncpg.Record:
-    return await one(
-        conn,
-        f"""
-        INSERT INTO backends AS b (id, key, template_name, template_id, region, node_id, status,
-                                   fencing_token, owner_token_id, user_id, secret)
-        VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $9, $10)
-        RETURNING {COLUMNS}
-        """,
-        backend_id,
-        key,
-        template_name,
-        template_id,
-        region,
-        node_id,
-        fencing_token,
-        owner_token_id,
-        user_id,
-        secret,
-    )
-
-
-async def insert_replayed(
-    conn: Conn,
-    *,
-    backend_id: str,
-    key: str | None,
-    template_name: str,
-    template_id: str,
-    region: str,
-    node_id: str,
-    fencing_token: int,
-    owner_token_id: str | None,
-    user_id: str | None,
-    secret: str,
-    created_at: datetime,
-    status: str,
-    termination_reason: str | None,
-) -> asyncpg.Record:
-    """A backend an edge spawned while the control plane was unreachable, as its journal says."""
+    """A new backend: placed by connect (`scheduled`, created now), or one an edge spawned while
+    the control plane was unreachable, with the status and creation time its journal says."""
     return await one(
         conn,
         f"""
         INSERT INTO backends AS b (id, key, template_name, template_id, region, node_id, status,
                                    fencing_token, owner_token_id, user_id, secret, termination_reason,
                                    created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, COALESCE($13::timestamptz, now()))
         RETURNING {COLUMNS}
         """,
         backend_id,
@@ -106,12 +72,13 @@ async def get_many(conn: Conn, ids: list[str], *, for_update: bool = False) -> l
 
 
 async def live_for_key(conn: Conn, key: str) -> asyncpg.Record | None:
-    """The key's live backend with its region's edge URL, in one round trip."""
+    """The key's live backend with its region's edge URL and its node's edge domain, in one round trip."""
     return await conn.fetchrow(
         f"""
-        SELECT {COLUMNS}, r.edge_url FROM keys k
+        SELECT {COLUMNS}, r.edge_url, n.edge_domain FROM keys k
         JOIN backends b ON b.id = k.backend_id
         JOIN regions r ON r.name = b.region
+        LEFT JOIN edge_nodes n ON n.id = b.node_id
         WHERE k.key = $1 AND b.status = ANY($2::text[])
         """,
         key,

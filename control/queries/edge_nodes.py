@@ -28,18 +28,20 @@ async def upsert(
     shutting_down: bool = False,
     executors: Sequence[str] | None = None,
     unhealthy_reason: str | None = None,
+    edge_domain: str | None = None,
 ) -> asyncpg.Record:
     """Register or refresh a node; ``executors`` None (an edge that does not say) means process only."""
     return await one(
         conn,
         f"""
         INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down, executors,
-                                unhealthy_reason)
-        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'), $8)
+                                unhealthy_reason, edge_domain)
+        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'), $8, $9)
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
             shutting_down = EXCLUDED.shutting_down, executors = EXCLUDED.executors,
-            unhealthy_reason = EXCLUDED.unhealthy_reason, last_heartbeat_at = now()
+            unhealthy_reason = EXCLUDED.unhealthy_reason, edge_domain = EXCLUDED.edge_domain,
+            last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -50,6 +52,7 @@ async def upsert(
         shutting_down,
         list(executors) if executors is not None else None,
         unhealthy_reason,
+        edge_domain,
     )
 
 
@@ -78,7 +81,7 @@ async def least_loaded_in_region(
     Connects committing at the same instant may therefore overshoot a node's capacity by a few."""
     return await conn.fetchrow(
         """
-        SELECT id, capacity, live_backends AS live FROM edge_nodes
+        SELECT id, capacity, live_backends AS live, edge_domain FROM edge_nodes
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
           AND live_backends < capacity AND NOT draining AND NOT shutting_down AND $3 = ANY (executors)
           AND unhealthy_reason IS NULL

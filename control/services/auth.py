@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ import asyncpg
 
 from control.db import Conn
 from control.queries import api_tokens
+from control.singleflight import SingleFlight
 from control.versioning import WriteTx, write_transaction
 from sync.confinement import Confinement
 from sync.errors import BadRequest, Forbidden, NodeMismatch, NotFound, Unauthorized
@@ -32,9 +34,13 @@ class Caller:
     node_id: str | None = None
     """Set for a node-bound edge token: the only node it speaks for."""
 
+    def allows(self, *allowed: Scope) -> bool:
+        """True when the caller has `admin` or any of `allowed`."""
+        return Scope.ADMIN in self.scopes or not self.scopes.isdisjoint(allowed)
+
     def require(self, *allowed: Scope) -> None:
         """Pass when the caller has `admin` or any of `allowed`."""
-        if Scope.ADMIN in self.scopes or self.scopes.intersection(allowed):
+        if self.allows(*allowed):
             return
         raise Forbidden(
             "this token lacks the scope for this call",
@@ -72,6 +78,7 @@ class TokenCache:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: dict[bytes, tuple[float, Caller | None]] = {}
+        self._flights: SingleFlight[Caller | None] = SingleFlight()
 
     def get(self, lookup: bytes) -> tuple[bool, Caller | None]:
         hit = self._entries.get(lookup)
@@ -89,6 +96,25 @@ class TokenCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    async def lookup(self, key: bytes, read: Callable[[], Awaitable[Caller | None]]) -> Caller | None:
+        """The cached caller of `key`, else `read()` once for every concurrent caller asking for it
+        (a thousand edges whose entry expired together make one database read, not a thousand). A
+        failed shared read is not handed to every caller: each then reads once itself."""
+        cached, caller = self.get(key)
+        if cached:
+            return caller
+
+        async def read_and_keep() -> Caller | None:
+            found = await read()
+            self.put(key, found)
+            return found
+
+        try:
+            caller, _ = await self._flights.run(key.hex(), read_and_keep)
+        except Exception:  # a shared read failed: each caller tries once on its own, as without sharing
+            return await read_and_keep()
+        return caller
 
 
 def _caller(row: asyncpg.Record | None) -> Caller | None:
@@ -131,19 +157,27 @@ async def enrol_node(tx: WriteTx, caller: Caller, node_id: str) -> str | None:
     return secret
 
 
-async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
-    if not authorization:
-        raise Unauthorized("missing bearer token")
+def _bearer_digest(authorization: str) -> bytes | None:
+    """The lookup key of `Authorization: Bearer <token>`; None when the header is not of that form."""
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER_LENGTH:
+        return None
+    return hash_token(token)
+
+
+async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str | None) -> Caller:
+    if not authorization:
+        raise Unauthorized("missing bearer token")
+    digest = _bearer_digest(authorization)
+    if digest is None:
         raise Unauthorized("expected `Authorization: Bearer <token>`")
-    digest = hash_token(token)
-    cached, caller = cache.get(digest)
-    if not cached:
+
+    async def read() -> Caller | None:
         async with pool.acquire() as conn:
-            caller = _caller(await api_tokens.by_hash(conn, digest))
-        cache.put(digest, caller)
+            return _caller(await api_tokens.by_hash(conn, digest))
+
+    caller = await cache.lookup(digest, read)
     if caller is None:
         raise Unauthorized("unknown, expired or revoked token")
     return caller
@@ -152,11 +186,12 @@ async def authenticate(pool: asyncpg.Pool, cache: TokenCache, authorization: str
 async def caller_by_id(pool: asyncpg.Pool, cache: TokenCache, token_id: str) -> Caller:
     """The caller an edge names when it forwards a user's call (the edge authenticated the bearer)."""
     lookup = b"id:" + token_id.encode()
-    cached, caller = cache.get(lookup)
-    if not cached:
+
+    async def read() -> Caller | None:
         async with pool.acquire() as conn:
-            caller = _caller(await api_tokens.by_id(conn, token_id))
-        cache.put(lookup, caller)
+            return _caller(await api_tokens.by_id(conn, token_id))
+
+    caller = await cache.lookup(lookup, read)
     if caller is None:
         raise Unauthorized("the forwarded caller's token is unknown, expired or revoked")
     return caller

@@ -18,7 +18,7 @@ from control.versioning import write_transaction
 from sync.errors import ExecutorUnavailable, KeyHeld, NoCapacity, TemplateUnknown
 from sync.ids import new_id
 from sync.models import BackendStatus, ChangeKind, ConnectRequest, ConnectResponse, PlacementView
-from sync.routing import base_path
+from sync.routing import base_path, subdomain_url
 from sync.state import BackendState, from_row
 from sync.telemetry import with_trace_context
 from sync.timing import NODE_LOST_AFTER_S
@@ -46,6 +46,8 @@ class Placed:
     edge_url: str
     spawned: bool
     placement: PlacementView
+    edge_domain: str | None = None
+    """The domain the backend's node serves subdomain routing under (from its heartbeats)."""
 
 
 @dataclass
@@ -101,13 +103,17 @@ def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectC
         status_url=f"{ctx.status_base_url.rstrip('/')}/v1/backends/{row['id']}",
         placement=placed.placement,
         base_path=base_path(row["id"]),
+        subdomain_url=subdomain_url(edge_url, placed.edge_domain, row["id"], token),
         assignment=from_row(BackendState, row).body() if ctx.for_edge and placed.spawned else None,
     )
 
 
-def _existing(row: asyncpg.Record, edge_url: str | None = None) -> Placed:
+def _existing(row: asyncpg.Record, edge_url: str | None = None, edge_domain: str | None = None) -> Placed:
+    """`row` from live_for_key (with the edge URL and domain), or a spawn's row with both given."""
     placement = PlacementView(region=row["region"], reason="existing", distance_km=None)
-    return Placed(row, edge_url or row["edge_url"], False, placement)
+    if edge_url is None:
+        edge_url, edge_domain = row["edge_url"], row["edge_domain"]
+    return Placed(row, edge_url, False, placement, edge_domain)
 
 
 def _check_template(row: asyncpg.Record, req: ConnectRequest) -> None:
@@ -132,7 +138,7 @@ async def _live(pool: asyncpg.Pool, req: ConnectRequest) -> Placed | None:
 async def _spawn_key_once(deps: ConnectDeps, key: str, req: ConnectRequest, ctx: ConnectContext) -> Placed:
     """Only the caller that started the flight is told `spawned`."""
     placed, leader = await deps.flights.run(key, lambda: _spawn(deps, req, ctx))
-    return placed if leader else _existing(placed.row, placed.edge_url)
+    return placed if leader else _existing(placed.row, placed.edge_url, placed.edge_domain)
 
 
 async def _spawn(deps: ConnectDeps, req: ConnectRequest, ctx: ConnectContext) -> Placed:
@@ -210,4 +216,4 @@ async def _spawn_transaction(
         if req.key is not None:
             tx.upsert(ChangeKind.KEY, req.key, await keys.assign(conn, req.key, row["id"], fencing_token))
     wire = decision.to_wire(ranking_limit=None if ctx.explain else 0)
-    return Placed(row, fleet.edge_urls[decision.region], True, PlacementView(**wire))
+    return Placed(row, fleet.edge_urls[decision.region], True, PlacementView(**wire), node["edge_domain"])

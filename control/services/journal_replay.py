@@ -80,7 +80,7 @@ async def _spawn(tx: WriteTx, node_id: str, seq: int, spawn: OfflineSpawn) -> Re
 async def _insert(
     tx: WriteTx, spawn: OfflineSpawn, status: BackendStatus, reason: TerminationReason | None
 ) -> asyncpg.Record:
-    row = await backends.insert_replayed(
+    row = await backends.insert(
         tx.conn,
         backend_id=spawn.id,
         key=spawn.key,

@@ -2,8 +2,12 @@
 
 Reads are shared. A page is identified by (`since`, the version the notifier knew when the read
 began); every request asking for the same page while it is being read, or within `cache_ttl_s`
-after, gets the same result and the same serialized bytes. So when N edges wait on version V and
-the version moves, the notifier wakes all N, and ONE query reads the new change rows for all of them.
+after, gets the same result and the same serialized bytes (one `bytes` object, handed as is to every
+response). So when N edges wait on version V and the version moves, the notifier wakes all N, and
+ONE query reads the new change rows for all of them; a waiter at an older cursor is served from the
+recent pages (at most `cache_entries`) or by one read per distinct cursor. A caller whose cursor is
+the head a read just confirmed waits without reading again: the database is read once per version,
+however many edges wait.
 
 A page holds whole versions only: it is cut at a version boundary to respect `page_limit`
 (a single version larger than the limit is sent whole, alone), and `more` says that more follows.
@@ -45,6 +49,15 @@ class Page:
     count: int
     more: bool
     body: bytes
+
+    @functools.cached_property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The ASGI response headers of this reply, built once like its body."""
+        return [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
 
     @property
     def advances(self) -> bool:
@@ -115,6 +128,10 @@ class ChangeFeed:
         self._max_entries = cache_entries
         self._pages: OrderedDict[tuple[int, int], tuple[float, asyncio.Task[Page]]] = OrderedDict()
         self._waiting = 0
+        self._head = (-1, 0.0)
+        """(the version a read found current, until when that is trusted): a caller there waits at once.
+        Trusted for `cache_ttl_s` only, so a database restored to an earlier version is seen as soon
+        as by a read."""
         self._watchers: list[tuple[Callable[[int], bool], asyncio.Future[None]]] = []
         self.reads = 0
         """Database reads of change pages so far (the sharing is observable through it)."""
@@ -156,11 +173,19 @@ class ChangeFeed:
         Woken by the version notifier (LISTEN/NOTIFY; its fallback poll is only a safety net). A
         timeout answers an empty page whose `to` is the current version.
         """
-        deadline = asyncio.get_running_loop().time() + min(wait_s, MAX_WAIT_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait_s, MAX_WAIT_S)
         while True:
             known = self._notifier.latest
+            remaining = deadline - loop.time()
+            head, trusted_until = self._head
+            if since == known == head and remaining > 0 and loop.time() < trusted_until:
+                # Nothing after `since` exists yet, and a read since the last version confirmed that
+                # `since` is valid: wait without another read (a timeout ends with one, below).
+                await self._wait_beyond(since, remaining)
+                continue
             page = await self.page(since, known)
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if page.advances or page.count or remaining <= 0:
                 return page
             if page.to < known:
@@ -186,7 +211,10 @@ class ChangeFeed:
     async def _read(self, since: int) -> Page:
         self.reads += 1
         async with self._pool.acquire() as conn:
-            return await read_page(conn, since, self._page_limit)
+            page = await read_page(conn, since, self._page_limit)
+        if not page.more:
+            self._head = (page.to, asyncio.get_running_loop().time() + self._ttl_s)
+        return page
 
     def _settle(self, key: tuple[int, int], task: asyncio.Task[Page]) -> None:
         """A failed read is not cached (the next caller retries); its error is consumed here."""

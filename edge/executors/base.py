@@ -69,6 +69,9 @@ class SpawnRequest:
     pool: PoolTag | None = None
     """Set for a warm-pool member (started as ``backend_id == pool.member_id``, no key) and kept
     when a claim gives it a backend's identity (``rekey``)."""
+    last_address: str | None = None
+    """Adoption only: where the backend answered when an earlier edge process last saw it (the
+    journal's word), for an executor that cannot ask its platform right now."""
 
     @property
     def unclaimed(self) -> bool:
@@ -252,6 +255,21 @@ class BaseExecutor(ABC, Generic[R]):
     def status(self, backend_id: str) -> ExecutorStatus:
         rec = self._record(backend_id)
         return "unknown" if rec is None else rec.state
+
+    async def detach(self) -> None:
+        """Take no new backends and leave the running ones running, unwatched (the edge exits for an
+        upgrade; the next edge process adopts and watches them): no exit is reported from now on.
+        Unclaimed warm-pool members are stopped first: no journal names them, so nothing would
+        adopt them (the next edge's pool starts its own)."""
+        self._closed = True
+        members = [bid for bid, rec in self._live.items() if rec.req.unclaimed]
+        await asyncio.gather(
+            *(self.stop(bid, hard=True, reason=TerminationReason.REQUESTED) for bid in members), return_exceptions=True
+        )
+        watchers = [rec.monitor for rec in self._live.values() if rec.monitor is not None]
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
 
     async def rekey(self, member_id: str, req: SpawnRequest) -> bool:
         """A claimed warm-pool member is known by its backend's id from now on (same process, same

@@ -125,6 +125,10 @@ class ProcessExecutor(BaseExecutor[_Process]):
                 self._signal(b, signal.SIGKILL)
         await b.reported.wait()
 
+    async def detach(self) -> None:
+        await super().detach()
+        await self._keeper.close()  # the backends' cgroups stay: they are still in use
+
     async def close(self) -> None:
         try:
             await super().close()

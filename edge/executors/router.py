@@ -89,6 +89,10 @@ class Executors:
                 return stream
         return None
 
+    async def detach(self) -> None:
+        """Leave every backend running (the edge exits for an upgrade; the next one adopts them)."""
+        await asyncio.gather(*(e.detach() for e in self._by_kind.values()))
+
     async def close(self) -> None:
         results = await asyncio.gather(*(e.close() for e in self._by_kind.values()), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]

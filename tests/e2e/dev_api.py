@@ -39,7 +39,7 @@ def connect(cluster: DevCluster, edge: int, **body: object) -> dict[str, Any]:
     return answer
 
 
-def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
+def wait_for(predicate: Callable[..., T | None], timeout_s: float, what: str) -> T:
     """Poll another process's state (no event crosses the process boundary) until `predicate`
     returns something true, and return that."""
     deadline = time.monotonic() + timeout_s

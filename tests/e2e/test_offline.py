@@ -10,19 +10,22 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
 from meridian import faults
-from meridian.dev import DevCluster, free_port_block
+from meridian.dev import DevCluster
 from sync.offline import NODE_TAG_BITS
 from sync.timing import EMBEDDED_DB_RECOVERY_S, RECONCILE_WITHIN_S
-from tests.e2e.conftest import ADMIN
+from tests.e2e.dev_api import AUTH, running_cluster
+from tests.e2e.dev_api import connect as _connect
+from tests.e2e.dev_api import edge_status as _status
+from tests.e2e.dev_api import serves as _serves
+from tests.e2e.dev_api import wait_for as _wait_for
 
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 REGIONS = ["eu-west", "us-east"]
 OUTAGE_S = 30.0
 KEYS: list[str] = []
@@ -30,13 +33,12 @@ KEYS: list[str] = []
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster(REGIONS, free_port_block(len(REGIONS) + 1), Path(tmp_path_factory.mktemp("offline")), ADMIN)
+    data_dir = tmp_path_factory.mktemp("offline")
     try:
-        dev.start()
-        yield dev
+        with running_cluster(REGIONS, data_dir) as dev:
+            yield dev
     finally:
-        dev.stop()
-        faults.kill_backends(KEYS)  # whatever a failed test left behind
+        faults.kill_backends(KEYS, data_dir)  # whatever a failed test left behind
 
 
 def _key(name: str) -> str:
@@ -44,43 +46,15 @@ def _key(name: str) -> str:
     return name
 
 
-def _connect(cluster: DevCluster, edge: int, **body: object) -> dict:
-    r = httpx.post(f"{cluster.edge_url(edge)}/v1/connect", json={"template": "demo", **body}, headers=AUTH, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _status(cluster: DevCluster, edge: int) -> dict:
-    return httpx.get(f"{cluster.edge_url(edge)}/v1/edge/status", timeout=5).json()
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    """Poll another process's state (no event crosses the process boundary)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _live(cluster: DevCluster, key: str) -> list[dict]:
+def _live(cluster: DevCluster, key: str) -> list[dict[str, Any]]:
     rows = httpx.get(f"{cluster.control_url}/v1/backends", params={"key": key}, headers=AUTH, timeout=5).json()
     return [b for b in rows if b["status"] in ("scheduled", "starting", "ready")]
 
 
-def _backend(cluster: DevCluster, backend_id: str) -> dict | None:
+def _backend(cluster: DevCluster, backend_id: str) -> dict[str, Any] | None:
     r = httpx.get(f"{cluster.control_url}/v1/backends/{backend_id}", headers=AUTH, timeout=5)
-    return r.json() if r.status_code == 200 else None
-
-
-def _serves(url: str, backend_id: str) -> bool:
-    try:
-        r = httpx.get(url + "info", timeout=5)
-    except httpx.TransportError:
-        return False
-    return r.status_code == 200 and r.json()["backend_id"] == backend_id
+    row: dict[str, Any] | None = r.json() if r.status_code == 200 else None
+    return row
 
 
 class _Load(threading.Thread):
@@ -150,7 +124,7 @@ def test_outage_routes_connects_spawns_restarts_and_reconciles(cluster: DevClust
         t0 = time.monotonic()
         _wait_for(lambda: all(_serves(a["url"], a["backend_id"]) for a in (before, just, spawned, keyless)), 1.0, "all")
         assert time.monotonic() - t0 <= 1.0
-        assert [len(faults.backend_processes(k)) for k in (old, fresh, new)] == [1, 1, 1]
+        assert [len(faults.backend_processes(k, cluster.data_dir)) for k in (old, fresh, new)] == [1, 1, 1]
         load = _Load([before["url"], just["url"], spawned["url"]])
         load.start()
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
@@ -197,7 +171,7 @@ def test_split_brain_keeps_exactly_one_and_sends_the_losers_clients_to_it(cluste
         if cluster.procs[0][1].poll() is not None:
             _restart_control(cluster)
     assert watch.closed == (4000, "superseded"), (watch.closed, watch.error)
-    live = _wait_for(lambda: (rows := _live(cluster, key)) and len(rows) == 1 and rows, 10, "one survivor")
+    live = _wait_for(lambda: rows if len(rows := _live(cluster, key)) == 1 else None, 10, "one survivor")
     assert live[0]["id"] == winner["backend_id"], "the greater fencing token survives"
     lost = _wait_for(
         lambda: (b := _backend(cluster, loser["backend_id"])) and b["status"] == "terminated" and b, 10, "x"
@@ -206,7 +180,7 @@ def test_split_brain_keeps_exactly_one_and_sends_the_losers_clients_to_it(cluste
     # The loser's HTTP clients are sent to the winner.
     r = httpx.get(loser["url"] + "info", timeout=10, follow_redirects=True)
     assert r.status_code == 200 and r.json()["backend_id"] == winner["backend_id"]
-    _wait_for(lambda: len(faults.backend_processes(key)) == 1, 15, "the loser's process to stop")
+    _wait_for(lambda: len(faults.backend_processes(key, cluster.data_dir)) == 1, 15, "the loser's process to stop")
 
 
 class _WebSocketWatch(threading.Thread):
@@ -240,27 +214,76 @@ class _WebSocketWatch(threading.Thread):
             return ws.close_code, (msg.extra or "") if msg.type is aiohttp.WSMsgType.CLOSE else str(msg.type)
 
 
-def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
-    cluster: DevCluster,
-) -> None:
-    keys = [_key(f"off-adopt-{i}") for i in range(3)]
+def _serving_on_us_east(
+    cluster: DevCluster, prefix: str, n: int
+) -> tuple[list[str], list[dict[str, Any]], list[list[int]]]:
+    """`n` keys with a serving backend on the us-east edge, and the one process of each."""
+    keys = [_key(f"{prefix}-{i}") for i in range(n)]
     answers = [_connect(cluster, 1, key=k) for k in keys]
     for a in answers:
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 30, "backends to serve")
-    pids = [faults.backend_processes(k) for k in keys]
+    pids = [faults.backend_processes(k, cluster.data_dir) for k in keys]
     assert all(len(p) == 1 for p in pids)
-    faults.kill(cluster, "edge us-east")
-    faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
+    return keys, answers, pids
+
+
+def _same_processes_serve(
+    cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]
+) -> None:
     for a, k, before in zip(answers, keys, pids, strict=True):
         again = _connect(cluster, 1, key=k)
         assert again["backend_id"] == a["backend_id"] and not again["spawned"]
         _wait_for(lambda a=a: _serves(a["url"], a["backend_id"]), 10, "the adopted backend to serve")
         assert httpx.get(a["url"] + "info", timeout=5).json()["pid"] == before[0], "the same process serves"
-        assert faults.backend_processes(k) == before, "no second process for the key"
+        assert faults.backend_processes(k, cluster.data_dir) == before, "no second process for the key"
+
+
+def _still_ready(cluster: DevCluster, answers: list[dict[str, Any]], keys: list[str], pids: list[list[int]]) -> None:
     time.sleep(3)  # two heartbeats: nothing marks the adopted backends lost or starts another
     for a, k, before in zip(answers, keys, pids, strict=True):
-        assert _backend(cluster, a["backend_id"])["status"] == "ready"
-        assert faults.backend_processes(k) == before
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "ready"
+        assert faults.backend_processes(k, cluster.data_dir) == before
+
+
+def test_an_edge_killed_with_running_backends_adopts_them_and_starts_no_second_process(
+    cluster: DevCluster,
+) -> None:
+    keys, answers, pids = _serving_on_us_east(cluster, "off-adopt", 3)
+    faults.kill(cluster, "edge us-east")
+    faults.restart(cluster, "edge us-east", f"{cluster.edge_url(1)}/v1/edge/status")
+    _same_processes_serve(cluster, answers, keys, pids)
+    _still_ready(cluster, answers, keys, pids)
+
+
+def test_an_edge_restarted_for_an_upgrade_keeps_its_backends_running(cluster: DevCluster) -> None:
+    """SIGUSR2, or SIGTERM with `--on-exit keep`: the edge exits cleanly (code 0) leaving its
+    backends running; the next edge on its data directory adopts them. SIGTERM without it stops them."""
+    keys, answers, pids = _serving_on_us_east(cluster, "off-upgrade", 2)
+    command = faults.argv(cluster, "edge us-east")
+    ready = f"{cluster.edge_url(1)}/v1/edge/status"
+
+    def running() -> list[list[int]]:
+        return [faults.backend_processes(k, cluster.data_dir) for k in keys]
+
+    assert faults.stop(cluster, "edge us-east", signal.SIGUSR2) == 0
+    assert running() == pids, "the backends outlive the edge"
+    faults.restart(cluster, "edge us-east", ready, command=[*command, "--on-exit", "keep"])
+    _same_processes_serve(cluster, answers, keys, pids)
+
+    assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
+    assert running() == pids
+    faults.restart(cluster, "edge us-east", ready, command=command)
+    _same_processes_serve(cluster, answers, keys, pids)
+    _still_ready(cluster, answers, keys, pids)
+
+    # The default clean stop still stops them (and says so), so `meridian dev` leaves nothing behind.
+    assert faults.stop(cluster, "edge us-east", signal.SIGTERM) == 0
+    assert running() == [[], []]
+    faults.restart(cluster, "edge us-east", ready, command=command)
+    for a in answers:
+        row = _backend(cluster, a["backend_id"])
+        assert row is not None and row["status"] == "terminated"
 
 
 def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster: DevCluster) -> None:
@@ -269,7 +292,7 @@ def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster:
     )
     assert r.status_code == 200, r.text
     pid_file = cluster.data_dir / "control" / "postgres" / "postmaster.pid"
-    answers: list[tuple[str, int | None, str | None, dict | None]] = []
+    answers: list[tuple[str, int | None, str | None, dict[str, Any] | None]] = []
     halt = threading.Event()
 
     def load() -> None:

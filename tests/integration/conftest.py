@@ -1,4 +1,5 @@
-"""Fixtures the executor tests share: an executor's exit recorder, and the Nomad HTTP double."""
+"""Fixtures the executor tests share: an executor's exit recorder, the beacon backends report to,
+and the Nomad HTTP double."""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ import pytest
 
 from .nomad_double import NomadDouble
 from .nomad_setup import running_double
-from .test_process_executor import Recorder
+from .test_process_executor import Beacon, Recorder
 
 
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture
+async def beacon() -> AsyncIterator[Beacon]:
+    b = Beacon()
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.close()
 
 
 @pytest.fixture

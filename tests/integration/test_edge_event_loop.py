@@ -60,12 +60,12 @@ async def strict_loop() -> AsyncIterator[None]:
     assert handler.seen == [], "the event loop was blocked:\n" + "\n".join(handler.seen)
 
 
-DEMO = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
+DEMO: dict[str, Any] = {"executor": "process", "argv": [sys.executable, "-m", "meridian.demo"]}
 
 
 @contextlib.asynccontextmanager
 async def running_edge(
-    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, dict] | None = None
+    control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, dict[str, Any]] | None = None
 ) -> AsyncIterator[str]:
     """An edge in this loop, registered with the control plane and synced up to its current version
     (awaited, not polled), so the first connect at the edge succeeds."""
@@ -78,7 +78,7 @@ async def running_edge_app(
     control: RunningControl,
     edge_token: str,
     data_dir: Path,
-    templates: dict[str, dict] | None = None,
+    templates: dict[str, dict[str, Any]] | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """`running_edge`, with the edge's application for tests that look inside it."""
@@ -112,11 +112,11 @@ async def edge(control: RunningControl, edge_token: str, tmp_path: Path, strict_
         yield url
 
 
-async def _connect(edge_url: str, key: str, template: str = "demo") -> dict:
+async def _connect(edge_url: str, key: str, template: str = "demo") -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{edge_url}/v1/connect", json={"key": key, "template": template}, headers=headers) as r:
-            body = await r.json()
+            body: dict[str, Any] = await r.json()
             assert r.status == 200, body
             return body
 
@@ -200,7 +200,7 @@ async def test_fast_path_and_full_path_share_one_keep_alive_connection(edge: str
             assert r.status == 200 and (await r.json())["backend_id"] == body["backend_id"]
         payload = b"y" * 300_000
 
-        async def chunks():
+        async def chunks() -> AsyncIterator[bytes]:
             for i in range(0, len(payload), 50_000):
                 yield payload[i : i + 50_000]
 

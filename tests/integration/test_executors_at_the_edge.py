@@ -155,3 +155,31 @@ async def test_backend_logs_from_the_edge_and_through_the_control_plane(
                 assert terminate.status_code == 200
                 rest = b"".join([c async for c in chunks])
             assert b"ended (exit code" in rest
+
+
+async def test_an_edge_restarted_with_the_nomad_executor_adopts_its_jobs(
+    control: RunningControl, edge_token: str, tmp_path: Path, double: NomadDouble
+) -> None:
+    """The edge leaves for an upgrade (on_exit keep) with a Nomad backend running; the next edge on
+    the same data directory finds the job it registered and takes over its allocation: no second
+    job, no `lost`, the same process serving."""
+    templates = {"nomad-image": NOMAD_IMAGE}
+    async with running_edges(control, edge_token, tmp_path, ["eu-west"], templates, nomad_addr=double.url) as (edge,):
+        answer = await connect(edge, "doc-nomad-upgrade", template="nomad-image")
+        await wait_ready(answer)
+        edge.app[keys.EXIT_PLAN].keep_backends = True
+    job_id = f"meridian-{answer['backend_id']}"
+    (alloc,) = double.allocs_of(job_id)
+    assert alloc.proc is not None and alloc.client_status == "running", "leaving stopped nothing"
+    pid = alloc.proc.pid
+    async with running_edges(control, edge_token, tmp_path, ["eu-west"], templates, nomad_addr=double.url) as (edge,):
+        local = edge.app[keys.DRONE].local[answer["backend_id"]]
+        assert local.status.value == "ready" and local.address == f"127.0.0.1:{alloc.ports['http']}"
+        again = await connect(edge, "doc-nomad-upgrade", template="nomad-image")
+        assert again["backend_id"] == answer["backend_id"] and not again["spawned"]
+        # (the answer's URL names the region's edge URL, still the first edge's port here)
+        async with aiohttp.ClientSession() as s, s.get(f"{edge_url(edge)}/{again['token']}/info") as r:
+            assert (await r.json())["pid"] == pid, "the same process serves"
+        assert [j["ID"] for j in double.registered].count(job_id) == 1, "no second job"
+        async with control.client() as admin:
+            assert (await admin.get(f"/v1/backends/{answer['backend_id']}")).json()["status"] == "ready"

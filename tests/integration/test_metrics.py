@@ -44,13 +44,6 @@ async def scrape(base_url: str, token: str) -> tuple[str, Samples]:
 
 
 @pytest.fixture
-async def observer_token(admin: httpx.AsyncClient) -> str:
-    r = await admin.post("/v1/tokens", json={"name": "observer", "scopes": ["observer"]})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
-@pytest.fixture
 async def edge(control: RunningControl, edge_token: str, tmp_path: Path) -> AsyncIterator[EdgeServer]:
     async with running_edges(control, edge_token, tmp_path / "edges", ["eu-west"], {"echo": ECHO}) as edges:
         yield edges[0]

@@ -9,18 +9,11 @@ import httpx
 import pytest
 
 from sync.catalog import KNOWN_REGIONS
-from tests.conftest import RunningControl
+from tests.conftest import RunningControl, mint_token
 from tests.helpers import cluster
 
 REGIONS = ["eu-west", "us-east", "ap-northeast"]
 TOKYO = {"lat": 35.6, "lon": 139.8}
-
-
-async def _token(admin: httpx.AsyncClient, *scopes: str) -> str:
-    r = await admin.post("/v1/tokens", json={"name": "-".join(scopes), "scopes": list(scopes)})
-    assert r.status_code == 201, r.text
-    result: str = r.json()["token"]
-    return result
 
 
 @pytest.fixture
@@ -31,7 +24,7 @@ async def fleet(control: RunningControl, admin: httpx.AsyncClient, edge_token: s
 
 @pytest.fixture
 async def observer(fleet: RunningControl, admin: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
-    async with fleet.client(await _token(admin, "observer")) as client:
+    async with fleet.client(await mint_token(admin, "observer")) as client:
         yield client
 
 
@@ -88,7 +81,7 @@ async def test_client_with_observer_scope_still_controls_only_its_own_backends(
     fleet: RunningControl, admin: httpx.AsyncClient
 ) -> None:
     other = await _spawn(admin, "doc-someone-else")
-    async with fleet.client(await _token(admin, "client", "observer")) as both:
+    async with fleet.client(await mint_token(admin, "client", "observer")) as both:
         assert (await both.get(f"/v1/backends/{other['backend_id']}")).status_code == 200
         r = await both.post(f"/v1/backends/{other['backend_id']}/terminate", json={})
         assert r.status_code == 404

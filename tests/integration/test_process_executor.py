@@ -213,16 +213,6 @@ async def executor(recorder: Recorder, tmp_path: Path) -> AsyncIterator[ProcessE
         await ex.close()
 
 
-@pytest.fixture
-async def beacon() -> AsyncIterator[Beacon]:
-    b = Beacon()
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
 async def get_json(address: str, path: str, headers: dict[str, str] | None = None) -> dict[str, object]:
     async with aiohttp.ClientSession() as s, s.get(f"http://{address}{path}", headers=headers) as r:
         assert r.status == 200
@@ -600,3 +590,30 @@ async def test_after_a_crash_claimed_members_are_adopted_and_unclaimed_ones_kill
     finally:
         await restarted.close()
     assert dead(pids[claimed.backend_id] or 0)
+
+
+async def test_detaching_for_an_upgrade_leaves_backends_running_and_stops_unclaimed_members(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    spec = process_spec(DEMO, warm_pool=1, claim_path="/_meridian/claim")
+    leaving = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
+    backend, unclaimed = request(process_spec(DEMO)), pool_request(spec, f"wp-d{os.getpid()}")
+    await leaving.start(backend)
+    await leaving.start(unclaimed)
+    pid, member_pid = leaving.pid(backend.backend_id), leaving.pid(unclaimed.backend_id)
+    assert pid is not None and member_pid is not None
+    await leaving.detach()
+    await wait_gone(member_pid)
+    assert not dead(pid), "the backend keeps running for the next edge"
+    assert [e.backend_id for e in recorder.exits] == [unclaimed.backend_id]
+    with pytest.raises(StartRefused):
+        await leaving.start(request(process_spec(DEMO)))
+
+    after = ProcessExecutor(recorder, log_dir=tmp_path / "logs", grace_s=GRACE_S)
+    try:
+        assert await after.adopt(backend) is not None and after.pid(backend.backend_id) == pid
+        os.kill(pid, signal.SIGKILL)
+        exit_ = await recorder.wait(backend.backend_id)
+        assert exit_.reason is TerminationReason.FAILED, "watched (and reported) once, by the new executor"
+    finally:
+        await after.close()

@@ -58,16 +58,6 @@ def tree_spec(beacon: Beacon, mode: str = "setsid"):  # type: ignore[no-untyped-
     return process_spec([sys.executable, "-c", TREE_BACKEND, mode], env={"BEACON_PORT": str(beacon.port)})
 
 
-@pytest.fixture
-async def beacon() -> AsyncIterator[Beacon]:
-    b = Beacon()
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
 def make_executor(recorder: Recorder, tmp_path: Path, *, cgroups: bool, **policy: object) -> ProcessExecutor:
     logs = LogPolicy(tmp_path / "logs", **policy)  # type: ignore[arg-type]
     return ProcessExecutor(recorder, logs=logs, grace_s=1.0, cgroups=cgroups)

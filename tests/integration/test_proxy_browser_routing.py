@@ -27,7 +27,7 @@ from tests.integration.edge_support import (
 )
 
 EDGE_CAP = 1 << 20
-TEMPLATES = {
+TEMPLATES: dict[str, dict[str, Any]] = {
     "echo": ECHO,
     "prefixed": {**ECHO, "strip_prefix": False},
     "uploads": {**ECHO, "max_body_bytes": 4 << 20},
@@ -161,6 +161,41 @@ async def test_the_subdomain_url_hands_the_token_over_once_and_it_never_reaches_
     assert "domain=" not in cookie.lower(), "a host-only cookie"
     assert seen["path"] == "/notebooks?x=1" and _cookies_seen(seen) == "app=1"
     assert all(answer["token"] not in value for _, value in seen["headers"])
+
+
+@pytest.mark.parametrize("first", ["control", "edge"])
+async def test_the_control_planes_connect_answers_the_subdomain_url_like_the_edge(
+    control: RunningControl, edges: list[EdgeServer], first: str
+) -> None:
+    """The control plane knows each node's edge domain from its heartbeats: its answer (for a new
+    backend and for an existing one) has the same subdomain URL the edge's has, and it works."""
+    edge, other = edges
+    body = {"key": f"sub-{first}", "template": "echo", "region": "eu-west"}
+    async with control.client() as admin:
+        answers = []
+        for where in (first, "edge" if first == "control" else "control"):
+            if where == "control":
+                r = await admin.post("/v1/connect", json=body)
+                assert r.status_code == 200, r.text
+                answers.append(r.json())
+            else:
+                answers.append(await connect(other, body["key"], region="eu-west"))
+    for answer in answers:
+        sub_host = f"{answer['backend_id']}.{EDGE_DOMAIN}"
+        assert answer["subdomain_url"] == f"http://{sub_host}:{edge.port}/{answer['token']}/"
+    await wait_ready(answers[0])
+    async with aiohttp.ClientSession() as s:
+        host = {"Host": f"{answers[0]['backend_id']}.{EDGE_DOMAIN}:{edge.port}"}
+        async with s.get(f"{edge_url(edge)}/{answers[0]['token']}/x", headers=host, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/x"
+
+
+async def test_a_heartbeat_with_a_malformed_edge_domain_is_refused(control: RunningControl, edge_token: str) -> None:
+    heartbeat = {"node_id": "nd-bad-domain", "region": "eu-west", "address": "http://127.0.0.1:9", "capacity": 1}
+    async with control.client(edge_token) as http:
+        for domain in ("bad domain", "a..b", "-x.test", "x\r\nSet-Cookie: y"):
+            r = await http.post("/v1/nodes/heartbeat", json={**heartbeat, "applied_version": 0, "edge_domain": domain})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", (domain, r.text)
 
 
 async def test_the_body_cap_is_a_setting_a_template_may_raise(edge: EdgeServer) -> None:

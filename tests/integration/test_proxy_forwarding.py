@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ class _Listener:
 
 
 def _token_path(answer: dict[str, Any]) -> str:
-    return "/" + answer["token"]
+    return "/" + str(answer["token"])
 
 
 @pytest.mark.parametrize("via", ["fast", "full"])
@@ -161,7 +161,7 @@ def _header(seen: dict[str, Any], name: str) -> str | None:
 _PER_CONNECTION = {"connection", "upgrade", "content-length", "transfer-encoding"}
 
 
-def _comparable(seen: dict[str, Any], drop: set[str] = frozenset()) -> dict[str, str]:
+def _comparable(seen: dict[str, Any], drop: Collection[str] = frozenset()) -> dict[str, str]:
     out = {}
     for name, value in seen["headers"]:
         lower = name.lower()
@@ -189,7 +189,8 @@ CLIENT_HEADERS = {
 async def _get(url: str, headers: dict[str, str], session: aiohttp.ClientSession) -> dict[str, Any]:
     async with session.get(url, headers=headers) as r:
         assert r.status == 200, await r.text()
-        return await r.json()
+        body: dict[str, Any] = await r.json()
+        return body
 
 
 async def test_the_same_request_through_every_path_reaches_the_backend_the_same(
@@ -250,7 +251,7 @@ async def test_the_same_request_through_every_path_reaches_the_backend_the_same(
     assert seen["full"]["path"] == seen["base-path"]["path"] == "/probe?x=1"
     assert seen["websocket"]["path"] == "/probe/ws?x=1"
 
-    def anonymous(s: dict[str, Any], drop: set[str] = frozenset()) -> dict[str, str]:
+    def anonymous(s: dict[str, Any], drop: frozenset[str] = frozenset()) -> dict[str, str]:
         """Headers that name the backend differ between backends by design."""
         return _comparable(
             s, {"x-meridian-backend", "x-meridian-secret", "x-forwarded-prefix", "x-meridian-region"} | drop

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,7 +47,7 @@ async def edge(edges: list[EdgeServer]) -> EdgeServer:
     return edges[0]
 
 
-async def _ready_token(edge: EdgeServer, key: str, **body: object) -> str:
+async def _ready_token(edge: EdgeServer, key: str, **body: Any) -> str:
     answer = await connect(edge, key, **body)
     await wait_ready(answer)
     return str(answer["token"])
@@ -149,10 +150,9 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
         await conn.close()
 
 
-async def test_connections_over_the_cap_get_503_and_the_edge_recovers(edge: EdgeServer) -> None:
-    held = [await RawConnection.open(edge.port) for _ in range(MAX_CONNECTIONS)]
+async def _one_more_is_refused_until_they_close(edge: EdgeServer, held: list[RawConnection]) -> None:
+    """With `held` open (the cap's worth), one more connection gets 503; once they close, 200."""
     try:
-        await asyncio.sleep(0)  # let the edge accept them
         extra = await RawConnection.open(edge.port)
         try:
             await extra.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -166,9 +166,29 @@ async def test_connections_over_the_cap_get_503_and_the_edge_recovers(edge: Edge
         for _ in range(50):  # the edge notices the closes as they arrive
             async with s.get(f"{edge_url(edge)}/healthz") as r:
                 if r.status == 200:
-                    break
+                    return
             await asyncio.sleep(0.05)
-        assert r.status == 200
+    pytest.fail("the edge still refuses connections after the held ones closed")
+
+
+async def test_connections_over_the_cap_get_503_and_the_edge_recovers(edge: EdgeServer) -> None:
+    held = [await RawConnection.open(edge.port) for _ in range(MAX_CONNECTIONS)]
+    await asyncio.sleep(0)  # let the edge accept them
+    await _one_more_is_refused_until_they_close(edge, held)
+
+
+async def test_connections_handed_to_the_edge_api_count_toward_the_cap(edge: EdgeServer) -> None:
+    """An attacker holding connections on the edge's own API (here: status streams, which the
+    aiohttp application serves) cannot open more than the cap either."""
+    token = await _ready_token(edge, "cap-api")
+    held = [await RawConnection.open(edge.port) for _ in range(MAX_CONNECTIONS)]
+    for conn in held:
+        await conn.send(f"GET /v1/status/{token} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    for conn in held:  # each is streaming from the aiohttp application now
+        async with asyncio.timeout(10):
+            await conn.reader.readuntil(b"event: status")
+    assert edge.fast.clients == set()
+    await _one_more_is_refused_until_they_close(edge, held)
 
 
 async def test_head_204_and_304_are_framed_without_a_body_and_the_connection_goes_on(edge: EdgeServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -123,7 +124,7 @@ async def test_pages_hold_whole_versions_only(small_pages: RunningControl, db_ur
     "params",
     [{"since": -1}, {"since": "x"}, {}, {"since": 0, "wait": 61}, {"since": 0, "wait": -1}, {"since": 0, "wait": "x"}],
 )
-async def test_bad_parameters_are_400(control: RunningControl, edge_token: str, params: dict) -> None:
+async def test_bad_parameters_are_400(control: RunningControl, edge_token: str, params: dict[str, Any]) -> None:
     async with control.client(edge_token) as edge:
         r = await edge.get("/v1/sync/changes", params=params)
     assert r.status_code == 400, r.text

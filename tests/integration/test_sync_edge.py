@@ -175,7 +175,7 @@ async def test_listeners_get_each_reply_and_a_diff_after_a_snapshot(
     await _put_region(admin, "eu-west", 44.0)
     await compact(control.state.pool, keep_versions=0, keep_s=0)
     await edge.start()
-    edge.replica.add_listener(seen.append)  # type: ignore[union-attr]
+    edge.replica.add_listener(seen.append)
     v = await _assert_converged(edge, control, edge_token)
     assert edge.loop is not None and edge.loop.snapshots == 1
     changes = [c for batch in seen for c in batch]
@@ -262,7 +262,7 @@ async def test_edge_keeps_its_state_through_a_control_plane_outage(db_url: str, 
             v2 = await version(admin)
         await edge.caught_up(v2)
         assert edge.loop.reachable and edge.snapshots == 1 and edge.loop.snapshots == 0
-        assert edge.replica.backend(backend_id).status == "ready"  # type: ignore[union-attr]
+        assert edge.replica.backend(backend_id).status == "ready"
     finally:
         await edge.stop()
         server.should_exit = True

@@ -14,6 +14,7 @@ import pytest
 import meridian.client
 from meridian.client import RetryPolicy, parse_retry_after
 from meridian.sse import SseEvent, SseParser
+from sync import close_codes
 from sync.backoff import Backoff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,9 +55,20 @@ def test_public_names() -> None:
     assert set(meridian.client.__all__) == {
         "ApiToken", "AsyncMeridian", "Backend", "Connection", "Meridian", "MeridianError", "Placement",
         "Region", "RetryPolicy", "StatusEvent", "Template", "parse_retry_after",
+        "CLOSE_REVOKED", "CLOSE_SUPERSEDED", "websocket_ending",
     }  # fmt: skip
     for name in meridian.client.__all__:
         assert hasattr(meridian.client, name)
+
+
+def test_close_frames_read_as_the_typescript_client_reads_them() -> None:
+    ending = meridian.client.websocket_ending
+    assert (meridian.client.CLOSE_SUPERSEDED, meridian.client.CLOSE_REVOKED) == (4000, 4001)  # clients/typescript
+    assert ending(4000, "superseded") == "superseded" and ending(4001, "revoked") == "revoked"
+    assert ending(1011, "backend closed the connection") is None and ending(1001, "backend stopped") is None
+    browser = (Path(__file__).resolve().parents[2] / "clients" / "typescript" / "src" / "browser.ts").read_text()
+    for name in ("CLOSE_SUPERSEDED", "CLOSE_REVOKED"):
+        assert f"export const {name} = {getattr(close_codes, name)};" in browser, name
 
 
 def test_the_client_imports_and_works_without_any_server_package() -> None:

@@ -16,6 +16,10 @@
  */
 import { Backoff } from "./backoff.js";
 
+/** WebSocket close codes the edge sends when it ends a socket itself (sync/close_codes.py). */
+export const CLOSE_SUPERSEDED = 4000;
+export const CLOSE_REVOKED = 4001;
+
 export type SessionStatus =
   | "connecting"
   | "scheduled"
@@ -198,8 +202,12 @@ export class SessionBackend extends EventTarget {
     this.socket = null;
     this.dispatchEvent(new CustomEvent("close", { detail: { code, reason } }));
     if (this.ended) return;
-    if (reason === "superseded" || (code >= 4000 && code < 5000 && /supersed/i.test(reason))) {
+    if (code === CLOSE_SUPERSEDED || reason === "superseded" || (code >= 4000 && code < 5000 && /supersed/i.test(reason))) {
       this.end("superseded");
+      return;
+    }
+    if (code === CLOSE_REVOKED || reason === "revoked") {
+      this.end("revoked"); // the token is refused now: reconnecting with it cannot work
       return;
     }
     if (this.reconnects >= this.maxReconnects) {

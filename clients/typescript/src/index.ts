@@ -12,6 +12,8 @@ export {
   type RetryOptions,
 } from "./server.js";
 export {
+  CLOSE_REVOKED,
+  CLOSE_SUPERSEDED,
   SessionBackend,
   statusUrlFor,
   websocketUrlFor,

@@ -70,6 +70,18 @@ describe("SessionBackend", () => {
     expect(stream.closed).toBe(true);
   });
 
+  it("surfaces revoked from the WebSocket's close (4001 revoked) and never reconnects", async () => {
+    const { backend, seen, stream } = session();
+    stream.emit("status", { status: "ready" });
+    last(FakeWebSocket.instances).open();
+    last(FakeWebSocket.instances).drop(4001, "revoked");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(backend.status).toBe("revoked");
+    expect(seen).toContain("revoked");
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(stream.closed).toBe(true);
+  });
+
   it("surfaces gone when the backend terminates, and superseded when that was the reason", async () => {
     const first = session();
     first.stream.emit("status", { status: "ready" });

@@ -1,0 +1,56 @@
+"""The change feed's fast path takes only the requests it can answer exactly as the route would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from control.http.sync_fastpath import parse_query
+
+
+@pytest.mark.parametrize(
+    ("query", "parsed"),
+    [
+        (b"since=5", (5, 0.0)),
+        (b"since=5&wait=25", (5, 25.0)),
+        (b"wait=0.5&since=0", (0, 0.5)),
+        (b"since=9223372036854775807&wait=60", (2**63 - 1, 60.0)),
+    ],
+)
+def test_ordinary_queries_are_taken(query: bytes, parsed: tuple[int, float]) -> None:
+    assert parse_query(query) == parsed
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"",
+        b"wait=1",
+        b"since=-1",
+        b"since=1&since=2",
+        b"since=1&wait=61",
+        b"since=1&wait=nan",
+        b"since=1&wait=1e1",
+        b"since=9223372036854775808",
+        b"since=%31",
+        b"since=1&extra=2",
+        b"since",
+        b"since=1&wait=",
+    ],
+)
+def test_anything_else_goes_to_the_route(query: bytes) -> None:
+    assert parse_query(query) is None
+
+
+def test_the_control_plane_raises_a_low_open_file_limit_to_the_hard_one() -> None:
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "from control.server import raise_open_file_limit\n"
+        "assert raise_open_file_limit() == (hard, hard)\n"
+        "assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -97,6 +97,7 @@ async def send_heartbeat(app: web.Application) -> None:
         executors=app[keys.EXECUTORS].kinds,
         shutting_down=app[keys.DRAIN].shutting_down,
         unhealthy_reason=app[keys.REPLICA].problem,
+        warm_pools=local_api.warm_pools(app),
         enrol=not app[keys.NODE_TOKEN].enrolled,
         edge_domain=settings.edge_domain,
     )

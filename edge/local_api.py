@@ -41,13 +41,13 @@ async def status(request: web.Request) -> web.Response:
             "journal_pending": app[app_keys.JOURNAL].pending,
             "fast_path_share": _fast_path_share(app),
             "draining": app[app_keys.DRAIN].draining,
-            "warm_pools": _warm_pools(app),
+            "warm_pools": warm_pools(app),
         }
     )
 
 
-def _warm_pools(app: web.Application) -> dict[str, int]:
-    """Ready, unclaimed warm-pool members by template id."""
+def warm_pools(app: web.Application) -> dict[str, int]:
+    """Ready, unclaimed warm-pool members by template id (also in every heartbeat)."""
     pool = app[app_keys.DRONE].pool
     return {} if pool is None else pool.available()
 

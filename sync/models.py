@@ -304,6 +304,12 @@ class HeartbeatIn(Strict):
     unhealthy_reason: str | None = Field(
         default=None, max_length=500, description="Set when the edge cannot serve (e.g. its replica is unusable)."
     )
+    warm_pools: dict[Annotated[str, Field(max_length=128)], Annotated[int, Field(ge=0, le=MAX_WARM_POOL)]] = Field(
+        default_factory=dict,
+        max_length=1024,
+        description="Ready, unclaimed warm-pool members by template id: placement's tie-break between equally "
+        "loaded nodes.",
+    )
     edge_domain: DomainName | None = Field(
         default=None, description="The edge's domain for subdomain routing, so connect can answer `subdomain_url`."
     )

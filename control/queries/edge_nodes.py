@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 from asyncpg.cursor import CursorFactory
@@ -29,19 +29,20 @@ async def upsert(
     executors: Sequence[str] | None = None,
     unhealthy_reason: str | None = None,
     edge_domain: str | None = None,
+    warm_pools: Mapping[str, int] | None = None,
 ) -> asyncpg.Record:
     """Register or refresh a node; ``executors`` None (an edge that does not say) means process only."""
     return await one(
         conn,
         f"""
         INSERT INTO edge_nodes (id, region, address, capacity, applied_version, shutting_down, executors,
-                                unhealthy_reason, edge_domain)
-        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'), $8, $9)
+                                unhealthy_reason, edge_domain, warm_pools)
+        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::text[], '{{process}}'), $8, $9, $10::jsonb)
         ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, address = EXCLUDED.address,
             capacity = EXCLUDED.capacity, applied_version = EXCLUDED.applied_version,
             shutting_down = EXCLUDED.shutting_down, executors = EXCLUDED.executors,
             unhealthy_reason = EXCLUDED.unhealthy_reason, edge_domain = EXCLUDED.edge_domain,
-            last_heartbeat_at = now()
+            warm_pools = EXCLUDED.warm_pools, last_heartbeat_at = now()
         RETURNING {_COLUMNS}
         """,
         node_id,
@@ -53,6 +54,7 @@ async def upsert(
         list(executors) if executors is not None else None,
         unhealthy_reason,
         edge_domain,
+        dict(warm_pools or {}),
     )
 
 
@@ -71,10 +73,11 @@ async def list_with_load(conn: Conn, lost_after_s: float) -> list[asyncpg.Record
 
 
 async def least_loaded_in_region(
-    conn: Conn, region: str, lost_after_s: float, executor: str = "process"
+    conn: Conn, region: str, lost_after_s: float, executor: str = "process", template_id: str = ""
 ) -> asyncpg.Record | None:
     """The healthy, not draining (nor shutting down) node of `region` running `executor` with free
-    capacity and the lowest fill ratio.
+    capacity and the lowest fill ratio; between equally filled nodes, one that reported a ready
+    warm-pool member of `template_id` (it starts the backend fast), then the id.
 
     Not locked here: the live-count trigger locks the node row when the backend is inserted, and
     holding it any longer would serialise every connect to the node for the whole transaction.
@@ -85,12 +88,13 @@ async def least_loaded_in_region(
         WHERE region = $1 AND last_heartbeat_at > now() - make_interval(secs => $2)
           AND live_backends < capacity AND NOT draining AND NOT shutting_down AND $3 = ANY (executors)
           AND unhealthy_reason IS NULL
-        ORDER BY live_backends::float / greatest(capacity, 1), id
+        ORDER BY live_backends::float / greatest(capacity, 1), coalesce((warm_pools ->> $4)::int, 0) > 0 DESC, id
         LIMIT 1
         """,
         region,
         lost_after_s,
         executor,
+        template_id,
     )
 
 

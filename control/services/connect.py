@@ -195,7 +195,9 @@ async def _spawn_transaction(
             fencing_token = key_row["fencing_token"] + 1
         decision = _place(placer, fleet, req, ctx)
         executor = template["spec"]["executor"]
-        node = await edge_nodes.least_loaded_in_region(conn, decision.region, NODE_LOST_AFTER_S, executor)
+        node = await edge_nodes.least_loaded_in_region(
+            conn, decision.region, NODE_LOST_AFTER_S, executor, template["id"]
+        )
         if node is None:
             await _refuse_missing_executor(conn, decision.region, executor, req.template)
             raise NoCapacity(f"region {decision.region!r} has no edge node with free capacity")

@@ -61,6 +61,7 @@ async def heartbeat(pool: asyncpg.Pool, caller: Caller, hb: HeartbeatIn) -> Hear
             hb.executors,
             hb.unhealthy_reason,
             hb.edge_domain,
+            hb.warm_pools,
         )
         if before is None or any(before[k] != node[k] for k in ("region", "address", "capacity")):
             tx.put(from_row(NodeState, node))

@@ -21,6 +21,7 @@ from edge import keys
 from edge.app import send_heartbeat
 from edge.warm_pool import WarmPool
 from tests.conftest import ADMIN_TOKEN, RunningControl
+from tests.helpers import add_region
 from tests.integration.test_edge_event_loop import running_edge_app
 
 Json = dict[str, Any]
@@ -231,3 +232,45 @@ async def test_only_edges_get_the_assignment_in_a_connect_answer(
             by_edge = (await edge_api.post("/v1/connect", json={"key": "doc-edge", "template": "plain"})).json()
         assert by_edge["assignment"]["id"] == by_edge["backend_id"]
         assert by_edge["assignment"]["node_id"] == app[keys.NODE_ID]
+
+
+async def test_between_equally_loaded_nodes_placement_prefers_one_with_a_ready_member(
+    control: RunningControl, edge_token: str
+) -> None:
+    async with control.client() as admin:
+        await add_region(admin, "eu-west")
+        template = (await admin.put("/v1/templates/pooled", json=POOLED)).json()["id"]
+        other = (await admin.put("/v1/templates/plain", json=DEMO)).json()["id"]
+
+    async def beat(node: str, pools: dict[str, int]) -> None:
+        async with control.client(edge_token) as edge_api:
+            r = await edge_api.post(
+                "/v1/nodes/heartbeat",
+                json={"node_id": node, "region": "eu-west", "address": f"http://{node}.test:9000",
+                      "capacity": 10, "applied_version": 0, "warm_pools": pools},
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+
+    # nd-a sorts first by id; only nd-b has a ready member of `pooled`.
+    await beat("nd-a", {other: 3})
+    await beat("nd-b", {template: 1})
+    async with control.client() as admin:
+        pooled = (await admin.post("/v1/connect", json={"key": "doc-tie", "template": "pooled"})).json()
+        plain = (await admin.post("/v1/connect", json={"key": "doc-tie-2", "template": "plain"})).json()
+        got = (await admin.get(f"/v1/backends/{pooled['backend_id']}")).json()
+        got_plain = (await admin.get(f"/v1/backends/{plain['backend_id']}")).json()
+    assert got["node"] == "nd-b", "a ready member breaks the tie"
+    # Load still comes first: nd-b now runs one more backend than nd-a.
+    assert got_plain["node"] == "nd-a"
+
+
+async def test_a_heartbeat_with_bad_warm_pool_counts_is_400(control: RunningControl, edge_token: str) -> None:
+    async with control.client(edge_token) as edge_api:
+        for pools in ({"tp-x": -1}, {"tp-x": 1001}, {"tp-" + "x" * 200: 1}, {"tp-x": "many"}):
+            r = await edge_api.post(
+                "/v1/nodes/heartbeat",
+                json={"node_id": "nd-bad", "region": "eu-west", "address": "http://nd-bad.test:9000",
+                      "capacity": 10, "applied_version": 0, "warm_pools": pools},
+            )  # fmt: skip
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "bad_request"

@@ -351,6 +351,7 @@ class Drone:
             request = self._spawn_request(known.backend, known.spec)
             if known.pool_member is not None:
                 request = replace(request, pool=PoolTag(known.pool_member, self.node_id))
+            request = replace(request, last_address=known.address)
             address = await adopt(request) if adopt else None
             self._restored(known, address)
         # Unclaimed warm-pool members of the crashed process are in no journal: stop them (the

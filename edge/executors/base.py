@@ -69,6 +69,9 @@ class SpawnRequest:
     pool: PoolTag | None = None
     """Set for a warm-pool member (started as ``backend_id == pool.member_id``, no key) and kept
     when a claim gives it a backend's identity (``rekey``)."""
+    last_address: str | None = None
+    """Adoption only: where the backend answered when an earlier edge process last saw it (the
+    journal's word), for an executor that cannot ask its platform right now."""
 
     @property
     def unclaimed(self) -> bool:
@@ -259,7 +262,7 @@ class BaseExecutor(ABC, Generic[R]):
         Unclaimed warm-pool members are stopped first: no journal names them, so nothing would
         adopt them (the next edge's pool starts its own)."""
         self._closed = True
-        members = [bid for bid, rec in self._live.items() if rec.req.pool is not None and bid == rec.req.pool.member_id]
+        members = [bid for bid, rec in self._live.items() if rec.req.unclaimed]
         await asyncio.gather(
             *(self.stop(bid, hard=True, reason=TerminationReason.REQUESTED) for bid in members), return_exceptions=True
         )

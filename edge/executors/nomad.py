@@ -250,9 +250,15 @@ class NomadExecutor(BaseExecutor[_Job]):
         except _Gone:
             return None
         except ExecutorError as exc:
-            # Known gap: the backend is reported lost although its job may still run in Nomad.
-            log.error("cannot adopt backend %s, Nomad does not answer: %s", req.backend_id, exc)
-            return None
+            if req.last_address is None:
+                log.error("cannot adopt backend %s: Nomad does not answer (%s)", req.backend_id, exc)
+                return None
+            # Its job may well run: take the journal's word for the address rather than call it lost
+            # (the key would then get a second backend), and confirm once Nomad answers.
+            log.warning("adopting backend %s unconfirmed: Nomad does not answer (%s)", req.backend_id, exc)
+            self._live[req.backend_id] = j
+            self._mark_ready(j, self._confirm_then_watch)
+            return req.last_address
         if alloc is None or alloc.get("ClientStatus") != "running":
             await self._purge_quietly(j)
             return None
@@ -410,6 +416,27 @@ class NomadExecutor(BaseExecutor[_Job]):
         status = alloc.get("ClientStatus")
         reason = TerminationReason.LOST if status == "lost" else TerminationReason.FAILED
         await self._report(j, task_exit_code(alloc), reason)
+
+    async def _confirm_then_watch(self, j: _Job) -> None:
+        """An adoption Nomad could not confirm: ask again until it answers, then watch as usual, or
+        report the backend gone (and purge its job) if it no longer runs."""
+        while True:
+            try:
+                alloc = await self._current_alloc(j)
+                break
+            except _Gone:
+                alloc = None
+                break
+            except ExecutorError:
+                await asyncio.sleep(self._monitor_s)
+        if alloc is None:
+            await self._report(j, None, TerminationReason.LOST)
+        elif alloc.get("ClientStatus") != "running":
+            await self._purge_quietly(j)
+            reason = TerminationReason.LOST if alloc.get("ClientStatus") == "lost" else TerminationReason.FAILED
+            await self._report(j, task_exit_code(alloc), reason)
+        else:
+            await self._watch(j)
 
     async def _abort(self, j: _Job) -> None:
         await self._fail(j, None)

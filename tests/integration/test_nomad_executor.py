@@ -9,6 +9,7 @@ over loopback HTTP — only the Nomad server itself is simulated.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -196,4 +197,34 @@ async def test_a_restarted_edge_adopts_its_running_jobs_and_registers_nothing(
             assert (await r.json())["backend_id"] == running.backend_id
         # Watched like one it started: a crash is reported.
         os.kill(pid, signal.SIGKILL)
+        assert (await recorder.wait(running.backend_id)).reason is TerminationReason.FAILED
+
+
+async def test_a_job_nomad_cannot_confirm_at_adoption_is_taken_at_its_journaled_address(
+    double: NomadDouble, recorder: Recorder
+) -> None:
+    """Nomad without a leader while the new edge starts: the backend is not called lost (its key
+    would get a second backend); it is adopted at the address the journal holds and confirmed, or
+    reported gone, once Nomad answers."""
+    before = NomadExecutor(recorder, address=double.url, grace_s=2.0, poll_interval_s=0.02)
+    running, gone = (request(nomad_spec("meridian/demo:test")) for _ in range(2))
+    address = await before.start(running)
+    gone_address = await before.start(gone)
+    await before.detach()
+    (alloc,) = double.allocs_of(f"meridian-{running.backend_id}")
+    (gone_alloc,) = double.allocs_of(f"meridian-{gone.backend_id}")
+    assert alloc.proc is not None and gone_alloc.proc is not None
+    double.fail_with = 500
+    async with nomad_executor(double, recorder, monitor_interval_s=0.05) as after:
+        assert await after.adopt(dataclasses.replace(running, last_address=address)) == address
+        assert await after.adopt(dataclasses.replace(gone, last_address=gone_address)) == gone_address
+        assert await after.adopt(request(nomad_spec("meridian/demo:test"))) is None, "no address: nothing to go on"
+        assert after.status(running.backend_id) == "ready"
+        os.kill(gone_alloc.proc.pid, signal.SIGKILL)  # ends while Nomad cannot tell anyone
+        await wait_gone(gone_alloc.proc.pid)
+        double.fail_with = None
+        assert (await recorder.wait(gone.backend_id)).reason is TerminationReason.FAILED
+        assert f"meridian-{gone.backend_id}" in double.purged
+        assert after.status(running.backend_id) == "ready" and len(double.registered) == 2
+        os.kill(alloc.proc.pid, signal.SIGKILL)  # confirmed, then watched like one it started
         assert (await recorder.wait(running.backend_id)).reason is TerminationReason.FAILED

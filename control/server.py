@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import resource
 import signal
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ import uvicorn
 from control.app import create_app
 from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, Supervisor, become_subreaper, ensure_database
 from control.settings import ControlSettings
+from sync.open_files import raise_soft_limit
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +33,8 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit: every long-polling edge holds one socket, and
-    the usual soft default (1,024) would refuse connections long before the process is busy.
-    Returns (soft, hard) as they are now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:  # e.g. an infinite hard limit the kernel caps lower
-            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
-            return soft, hard
-        log.info("open-file limit raised from %d to %d", soft, hard)
-        return hard, hard
-    return soft, hard
-
+EDGES_WORTH_HOLDING = 4096
+"""Below this many descriptors the control plane says so at start: each long-polling edge holds one."""
 
 FULL_COLLECTION_EVERY = 10_000
 """Middle-generation collections between two full ones (CPython's default is 10)."""
@@ -71,9 +58,7 @@ def tune_garbage_collector() -> None:
 
 def serve(settings: ControlSettings) -> None:
     """Blocking. Stops the embedded PostgreSQL it started when the server exits."""
-    soft, _ = raise_open_file_limit()
-    if soft < 4096:
-        log.warning("open-file limit is %d: at most that many edges can long-poll this process", soft)
+    raise_soft_limit(EDGES_WORTH_HOLDING, f"long-polls from {EDGES_WORTH_HOLDING} edges")
     embedded: EmbeddedPostgres | None = None
     supervisor: Supervisor | None = None
     url = settings.effective_database_url()

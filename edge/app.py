@@ -31,7 +31,6 @@ from edge.journal import Journal
 from edge.journal_replay import JournalReplayer
 from edge.node_token import NodeToken
 from edge.offline_connect import OfflineConnect
-from edge.open_files import raise_soft_limit
 from edge.proxy import Proxy, proxy_client_session
 from edge.replica import Replica
 from edge.settings import EdgeSettings
@@ -42,6 +41,7 @@ from sync.discovery import SrvEndpoints
 from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
+from sync.open_files import needed_for, raise_soft_limit
 from sync.timing import HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,8 @@ class EdgeServer:
 def serve(settings: EdgeSettings) -> None:
     """Blocking; SIGINT/SIGTERM shut down gracefully: backends stopped (or, with `on_exit = keep`
     or on SIGUSR2, left running for the next edge process to adopt), caches closed."""
-    raise_soft_limit(settings.max_client_connections)
+    cap = settings.max_client_connections
+    raise_soft_limit(needed_for(cap), f"max_client_connections={cap}")
 
     async def main() -> None:
         edge = await start_edge(settings)

@@ -1,5 +1,5 @@
-"""The edge raises its soft open-file limit to the hard one, and says when that cannot hold its
-connection cap (two descriptors per proxied connection)."""
+"""The control plane and edges raise their soft open-file limit to the hard one, and say when that
+cannot hold what they are meant to (an edge: two descriptors per proxied connection)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge.open_files import needed_for, raise_soft_limit
+from sync.open_files import needed_for, raise_soft_limit
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def low_soft_limit() -> Iterator[int]:
 
 def test_the_soft_limit_is_raised_to_the_hard_one(low_soft_limit: int, caplog: pytest.LogCaptureFixture) -> None:
     cap = 100
-    assert raise_soft_limit(cap) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert raise_soft_limit(needed_for(cap), "the cap") == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if low_soft_limit != resource.RLIM_INFINITY:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == low_soft_limit
     assert "open-file limit" not in caplog.text
@@ -31,6 +31,6 @@ def test_the_soft_limit_is_raised_to_the_hard_one(low_soft_limit: int, caplog: p
 
 def test_a_hard_limit_below_the_cap_is_said_in_the_log(low_soft_limit: int, caplog: pytest.LogCaptureFixture) -> None:
     cap = 10_000_000  # more than any container here allows
-    soft = raise_soft_limit(cap)
+    soft = raise_soft_limit(needed_for(cap), "max_client_connections=10000000")
     assert soft < needed_for(cap)
-    assert "fewer than max_client_connections=10000000" in caplog.text
+    assert "that max_client_connections=10000000 needs" in caplog.text

@@ -254,3 +254,18 @@ async def test_a_pooled_connection_the_backend_closed_is_retried_on_a_new_one(
             for i in range(4):  # from the second on, each request first meets a pooled, closed connection
                 async with s.get(body["url"]) as r:
                     assert r.status == 200 and await r.read() == b"ok", i
+
+
+async def test_a_warm_pool_fills_and_a_claim_never_blocks_the_loop(
+    control: RunningControl, edge_token: str, tmp_path: Path, strict_loop: None
+) -> None:
+    pooled = {**DEMO, "warm_pool": 2, "claim_path": "/_meridian/claim"}
+    async with running_edge_app(control, edge_token, tmp_path / "edge", {"pooled": pooled}) as (url, app):
+        pool = app[keys.DRONE].pool
+        assert pool is not None
+        await asyncio.wait_for(pool.wait_until(lambda p: sum(p.available().values()) == 2), 30)
+        body = await _connect(url, "pooled-loop", "pooled")
+        async with aiohttp.ClientSession() as s, s.get(body["url"] + "info") as r:
+            seen = await r.json()
+        assert (seen["claimed"], seen["key"]) == (True, "pooled-loop")
+        await asyncio.wait_for(pool.wait_until(lambda p: sum(p.available().values()) == 2), 30)

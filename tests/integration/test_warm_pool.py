@@ -5,6 +5,7 @@ node's capacity, a drain and a clean shutdown stop them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -53,6 +54,12 @@ def ready_members(pool: WarmPool) -> int:
     return sum(pool.available().values())
 
 
+async def filled(pool: WarmPool, n: int) -> None:
+    """Until the pool holds `n` ready members (awaited, not polled)."""
+    async with asyncio.timeout(TIMEOUT_S):
+        await pool.wait_until(lambda p: ready_members(p) == n)
+
+
 @contextlib.asynccontextmanager
 async def pooled_edge(
     control: RunningControl, edge_token: str, data_dir: Path, templates: dict[str, Json], **settings: object
@@ -83,8 +90,7 @@ async def test_a_new_key_claims_a_ready_member_and_the_pool_refills(
 ) -> None:
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"pooled": POOLED}) as (url, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         members = demo_children()
         assert len(members) == 2
 
@@ -101,8 +107,7 @@ async def test_a_new_key_claims_a_ready_member_and_the_pool_refills(
         local = app[keys.DRONE].local[answer["backend_id"]]
         assert local.pool_member is not None
 
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         after = demo_children()
         assert len(after) == 3 and members <= after
 
@@ -119,8 +124,7 @@ async def test_a_member_that_refuses_its_claim_is_discarded_and_the_connect_star
     refusing: Json = {**POOLED, "warm_pool": 1, "claim_path": "/no-such-claim-route"}  # the demo answers 404
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"refusing": refusing}) as (url, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 1)
+        await filled(pool, 1)
         (member,) = demo_children()
         answer = await connect(url, "doc-cold", "refusing")
         seen = await info(answer)
@@ -129,8 +133,7 @@ async def test_a_member_that_refuses_its_claim_is_discarded_and_the_connect_star
         assert app[keys.DRONE].local[answer["backend_id"]].pool_member is None
         with pytest.raises(ProcessLookupError):
             os.kill(member, 0)  # discarded
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 1)  # and replaced
+        await filled(pool, 1)  # and replaced
 
 
 async def test_members_count_against_the_nodes_capacity(
@@ -140,8 +143,7 @@ async def test_members_count_against_the_nodes_capacity(
     templates: dict[str, Json] = {"pooled": big_pool, "plain": DEMO}
     async with pooled_edge(control, edge_token, tmp_path / "edge", templates, capacity=2) as (url, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         pool.reconcile()
         assert pool.size() == 2 and len(demo_children()) == 2
         # A cold start on the full node makes room by stopping a member.
@@ -156,17 +158,15 @@ async def test_a_draining_node_stops_its_unclaimed_members_and_keeps_claimed_one
 ) -> None:
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"pooled": POOLED}) as (url, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         claimed = await info(await connect(url, "doc-busy", "pooled"))
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         async with control.client() as admin:
             r = await admin.post(f"/v1/nodes/{app[keys.NODE_ID]}/drain", json={"draining": True})
             assert r.status_code == 200, r.text
         await send_heartbeat(app)  # the answer says draining
         pool.wake()
-        async with asyncio_timeout():
+        async with asyncio.timeout(TIMEOUT_S):
             await pool.wait_until(lambda p: p.size() == 0 and not p.stopping)
         assert demo_children() == {claimed["pid"]}  # the claimed backend goes by the drain's idle rule
         pool.reconcile()
@@ -176,12 +176,11 @@ async def test_a_draining_node_stops_its_unclaimed_members_and_keeps_claimed_one
 async def test_a_member_that_dies_is_replaced(control: RunningControl, edge_token: str, tmp_path: Path) -> None:
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"pooled": POOLED}) as (_, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         before = set(pool.members)
         victim = min(demo_children())
         os.kill(victim, signal.SIGKILL)
-        async with asyncio_timeout():
+        async with asyncio.timeout(TIMEOUT_S):
             await pool.wait_until(lambda p: len(before & set(p.members)) == 1 and ready_members(p) == 2)
         assert victim not in demo_children() and len(demo_children()) == 2
 
@@ -189,19 +188,12 @@ async def test_a_member_that_dies_is_replaced(control: RunningControl, edge_toke
     assert demo_children() == set()
 
 
-def asyncio_timeout() -> contextlib.AbstractAsyncContextManager[object]:
-    import asyncio
-
-    return asyncio.timeout(TIMEOUT_S)
-
-
 async def test_the_fast_route_starts_the_backend_from_the_connect_answer_without_the_feed(
     control: RunningControl, edge_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with pooled_edge(control, edge_token, tmp_path / "edge", {"pooled": POOLED}) as (url, app):
         pool = pool_of(app)
-        async with asyncio_timeout():
-            await pool.wait_until(lambda p: ready_members(p) == 2)
+        await filled(pool, 2)
         drone = app[keys.DRONE]
 
         async def feed_ignored() -> None:

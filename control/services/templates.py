@@ -14,7 +14,9 @@ from sync.state import TemplateNameState, TemplateState
 
 
 def template_id(spec: TemplateSpec) -> str:
-    return content_id("tp", spec.model_dump(mode="json"))
+    """The id of a spec's content. Fields left at their defaults are not part of it, so a field
+    added to templates later (with a default) never changes the id of a template that exists."""
+    return content_id("tp", spec.model_dump(mode="json", exclude_defaults=True))
 
 
 async def put_template(pool: asyncpg.Pool, name: str, spec: TemplateSpec) -> TemplateView:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -41,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import percentile
+from bench.common import client_loop_factory, machine_facts, percentile
 from bench.connect_edge import _bare
 from bench.edge_cluster import AUTH, dev_cluster, edge_caught_up
 from meridian.dev import DevCluster
@@ -245,11 +244,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=260, help="the edge's --capacity (pool + a burst)")
     parser.add_argument("--modes", default="sequential,staggered,burst")
     args = parser.parse_args()
-    loop_factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
+    loop_factory = client_loop_factory()
     with tempfile.TemporaryDirectory(prefix="meridian-bench-cold-start-") as tmp_text:
         tmp = Path(tmp_text)
         edge_args = ("--capacity", str(args.capacity))
@@ -265,9 +260,7 @@ def main() -> None:
             "pooled_burst_p99_ms": 200.0,
             "pooled_burst_success_rate": 1.0,
         },
-        "client_loop": "uvloop" if loop_factory else "asyncio",
-        "cpus_shared_by_all": len(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
+        **machine_facts(loop_factory),
     }
     print(json.dumps(result, indent=2))
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,25 @@ from meridian.dev import start_control_plane
 from sync.net import free_port as free_port  # the benchmarks' import of the one helper
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
+
+
+def client_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for a benchmark's own clients when it is installed, so the load generator is not
+    what limits the figure."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def machine_facts(loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> dict[str, object]:
+    """What every benchmark's JSON says about where it ran."""
+    return {
+        "client_loop": "uvloop" if loop_factory else "asyncio",
+        "cpus_shared_by_all": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+    }
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import free_port, percentile, summary_ms
+from bench.common import client_loop_factory, free_port, machine_facts, percentile, summary_ms
 from bench.edge_cluster import AUTH, dev_cluster, edge_caught_up, ready_backend
 from meridian.dev import DevCluster
 
@@ -201,11 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the cache-hit phase")
     parser.add_argument("--cold-keys", type=int, default=20)
     args = parser.parse_args()
-    loop_factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
+    loop_factory = client_loop_factory()
     with tempfile.TemporaryDirectory(prefix="meridian-bench-connect-edge-") as tmp_text:
         tmp = Path(tmp_text)
         with dev_cluster(tmp / "dev") as cluster, asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -213,9 +209,7 @@ def main() -> None:
     result |= {
         "bench": "connect_edge",
         "targets": {"cache_hit_p99_ms": 5.0, "cold_start_overhead_p50_ms": 100.0},
-        "client_loop": "uvloop" if loop_factory else "asyncio",
-        "cpus_shared_by_all": len(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
+        **machine_facts(loop_factory),
     }
     print(json.dumps(result, indent=2))
 

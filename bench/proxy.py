@@ -40,7 +40,6 @@ import collections
 import contextlib
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ import aiohttp
 
 from bench import wrk
 from bench.baseline_edge import BaselineCluster, baseline_cluster
-from bench.common import summary_ms
+from bench.common import machine_facts, summary_ms
 from bench.edge_cluster import AUTH, dev_cluster, edge_pid, ready_backend
 from bench.nginx import nginx_proxy
 
@@ -324,8 +323,7 @@ def main() -> None:
         "backends": per_backend,
         "edge_fast_path_share": share,
         "targets": {"edge_over_nginx_per_s": 0.5, "edge_added_p50_ms_per_hop": 0.2},
-        "cpus_shared_by_all": len(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
+        **machine_facts(),
     }
     if args.profile and args.profile.exists():
         result["edge_profile"] = _profile_summary(args.profile)

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import summary_ms
+from bench.common import machine_facts, summary_ms
 from bench.edge_cluster import AUTH, dev_cluster, edge_pid, ready_backend
 
 WS_TEMPLATE = {
@@ -195,8 +195,7 @@ def main() -> None:
         "bench": "ws_idle",
         "open_files_limit": limit,
         "targets": {"edge_rss_bytes_per_idle_websocket": 8192, "echo_p99_ms": 2.0},
-        "cpus_shared_by_all": len(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
+        **machine_facts(),
     }
     print(json.dumps(result, indent=2))
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from sync.errors import BadRequest, NoCapacity, RegionUnknown
 
-from .geo import GeoPoint, valid_lat_lon
+from .geo import EARTH_RADIUS_KM, GeoPoint, valid_lat_lon
 from .geoip import GeoLocator, normalize_client_ip
 from .model import (
     ARRIVAL_EDGE,
@@ -49,16 +49,26 @@ TIE_KM = 1.0
 """Distances closer than this count as equal; load, then name, decides between them."""
 
 
-def _by_name(candidates: tuple[RegionCandidate, ...]) -> dict[str, RegionCandidate]:
-    """The candidates by name, refusing the caller's bugs: duplicate names, invalid coordinates."""
-    by_name = {c.name: c for c in candidates}
-    if len(by_name) != len(candidates):
-        dupes = sorted({c.name for c in candidates if sum(d.name == c.name for d in candidates) > 1})
-        raise ValueError(f"duplicate region names among candidates: {dupes}")
-    for c in candidates:
-        if c.where is None:
-            raise ValueError(f"region {c.name!r} has invalid coordinates ({c.lat!r}, {c.lon!r})")
-    return by_name
+class _Checked:
+    """The candidates of one call, checked once: refusing the caller's bugs (duplicate names,
+    invalid coordinates), with what every origin's measuring needs."""
+
+    __slots__ = ("by_name", "eligible", "ineligible", "points", "xyz")
+
+    def __init__(self, candidates: tuple[RegionCandidate, ...]) -> None:
+        self.by_name = {c.name: c for c in candidates}
+        if len(self.by_name) != len(candidates):
+            dupes = sorted({c.name for c in candidates if sum(d.name == c.name for d in candidates) > 1})
+            raise ValueError(f"duplicate region names among candidates: {dupes}")
+        self.points: list[GeoPoint] = []
+        self.eligible: list[int] = []
+        self.ineligible: list[int] = []
+        for i, c in enumerate(candidates):
+            if c.where is None:
+                raise ValueError(f"region {c.name!r} has invalid coordinates ({c.lat!r}, {c.lon!r})")
+            self.points.append(c.where)
+            (self.eligible if c.why_not is None else self.ineligible).append(i)
+        self.xyz = [p.xyz for p in self.points]
 
 
 def _check_location(location: tuple[float, float]) -> GeoPoint:
@@ -111,7 +121,8 @@ class Placer:
         location = None if inp.location is None else _check_location(inp.location)
         client_ip = None if inp.client_ip is None else normalize_client_ip(inp.client_ip)
         cands = tuple(candidates)
-        by_name = _by_name(cands)
+        checked = _Checked(cands)
+        by_name = checked.by_name
 
         if inp.pinned_region is not None:
             pinned = by_name.get(inp.pinned_region)
@@ -123,17 +134,17 @@ class Placer:
             assert pinned.where is not None
             if pinned.eligible:
                 return PlacementDecision(pinned.name, PINNED, 0.0, pinned.where.as_tuple(), cands)
-            return self._nearest(cands, pinned.where, PINNED, fallback=True)
+            return self._nearest(cands, checked, pinned.where, PINNED, fallback=True)
         if location is not None:
-            return self._nearest(cands, location, LOCATION)
+            return self._nearest(cands, checked, location, LOCATION)
         if client_ip is not None and self.locator is not None:
             located = self.locator.locate_normalized(*client_ip)
             if located is not None:
-                return self._nearest(cands, GeoPoint(*located), CLIENT_IP)
+                return self._nearest(cands, checked, GeoPoint(*located), CLIENT_IP)
         for region, signal in ((inp.arrival_region, ARRIVAL_EDGE), (inp.default_region, DEFAULT)):
             where = by_name[region].where if region in by_name else None
             if where is not None:
-                return self._nearest(cands, where, signal)
+                return self._nearest(cands, checked, where, signal)
         eligible = [c for c in cands if c.why_not is None]
         if not eligible:
             raise _no_capacity(cands)
@@ -141,16 +152,46 @@ class Placer:
         return PlacementDecision(chosen.name, DEFAULT, None, None, cands)
 
     def _nearest(
-        self, cands: tuple[RegionCandidate, ...], origin: GeoPoint, signal: str, *, fallback: bool = False
+        self,
+        cands: tuple[RegionCandidate, ...],
+        checked: _Checked,
+        origin: GeoPoint,
+        signal: str,
+        *,
+        fallback: bool = False,
     ) -> PlacementDecision:
-        """The eligible region nearest to `origin`; `fallback` forces the "+fallback" suffix."""
-        km = [origin.distance_km(c.where) if c.where else math.inf for c in cands]  # where: checked
-        eligible = [i for i, c in enumerate(cands) if c.why_not is None]
-        if not eligible:
+        """The eligible region nearest to `origin`; `fallback` forces the "+fallback" suffix.
+
+        Candidates are compared by the squared chord between unit vectors (the great-circle
+        distance grows with it); only the few near a decision are measured in km, with the function
+        the ranking uses, so ties within `tie_km` are judged in km as documented."""
+        if not checked.eligible:
             raise _no_capacity(cands)
-        nearest = min(km[i] for i in eligible)
-        tie = self._tie_km
-        chosen = min((i for i in eligible if km[i] <= nearest + tie), key=lambda i: (cands[i].load, cands[i].name))
-        fallback = fallback or any(km[i] < nearest - tie for i, c in enumerate(cands) if c.why_not is not None)
+        ox, oy, oz = origin.xyz
+        chords = [(x - ox) * (x - ox) + (y - oy) * (y - oy) + (z - oz) * (z - oz) for x, y, z in checked.xyz]
+        points, tie = checked.points, self._tie_km
+        nearest = origin.distance_km(points[min(checked.eligible, key=chords.__getitem__)])
+        reach = _squared_chord(nearest + tie) * (1 + _SLACK) + _SLACK
+        tied = [
+            (cands[i], km)
+            for i in checked.eligible
+            if chords[i] <= reach and (km := origin.distance_km(points[i])) <= nearest + tie
+        ]
+        chosen, chosen_km = min(tied, key=lambda t: (t[0].load, t[0].name))
+        if not fallback and checked.ineligible:
+            nearer = origin.distance_km(points[min(checked.ineligible, key=chords.__getitem__)])
+            fallback = nearer < nearest - tie
         reason = signal + FALLBACK_SUFFIX if fallback else signal
-        return PlacementDecision(cands[chosen].name, reason, round(km[chosen], 1), origin.as_tuple(), cands)
+        return PlacementDecision(chosen.name, reason, round(chosen_km, 1), origin.as_tuple(), cands)
+
+
+_SLACK = 1e-9
+"""Squared chords and km round differently: whatever is this close to the tie distance is measured."""
+
+
+def _km(squared_chord: float) -> float:
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(squared_chord) / 2))
+
+
+def _squared_chord(km: float) -> float:
+    return (2 * math.sin(min(math.pi / 2, km / (2 * EARTH_RADIUS_KM)))) ** 2

@@ -287,6 +287,7 @@ class Drone:
             secret=row.secret,
             template=spec,
             template_id=row.template_id,
+            traceparent=row.traceparent,
         )
 
     def _journal_backend(self, row: BackendState, spec: TemplateSpec, *, replay: bool) -> None:

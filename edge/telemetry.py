@@ -364,7 +364,7 @@ class TracedExecutor:
         self.kind = inner.kind
 
     async def start(self, req: SpawnRequest) -> str:
-        parent = telemetry.context_of(_traceparent_of(self._replica.backend(req.backend_id)))
+        parent = telemetry.context_of(req.traceparent or _traceparent_of(self._replica.backend(req.backend_id)))
         attributes = {"meridian.backend.id": req.backend_id, "meridian.template.id": req.template_id,
                       "meridian.executor": req.template.executor, "meridian.region": req.region}  # fmt: skip
         outcome = "failed"

@@ -104,7 +104,7 @@ def _answer(keyring: Keyring, placed: Placed, req: ConnectRequest, ctx: ConnectC
         placement=placed.placement,
         base_path=base_path(row["id"]),
         subdomain_url=subdomain_url(edge_url, placed.edge_domain, row["id"], token),
-        assignment=from_row(BackendState, row).body() if ctx.for_edge and placed.spawned else None,
+        assignment=with_trace_context(from_row(BackendState, row).body()) if ctx.for_edge and placed.spawned else None,
     )
 
 

@@ -72,6 +72,9 @@ class SpawnRequest:
     last_address: str | None = None
     """Adoption only: where the backend answered when an earlier edge process last saw it (the
     journal's word), for an executor that cannot ask its platform right now."""
+    traceparent: str | None = None
+    """The trace context of the connect that created the backend (from its record), so the spawn
+    joins that trace even when it starts before the replica has the record (the fast route)."""
 
     @property
     def unclaimed(self) -> bool:

@@ -147,6 +147,7 @@ async def _mode(
     connects: list[float] = []
     totals: list[float] = []
     errors: dict[str, int] = {}
+    examples: list[str] = []  # what the first failures said
     ids: list[str] = []
 
     async def run(i: int) -> None:
@@ -157,6 +158,8 @@ async def _mode(
             totals.append(total)
         except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if len(examples) < 3:
+                examples.append(f"{type(exc).__name__}: {exc}"[:300])
 
     before = await _scrape(session, edge_url)
     load_before = os.getloadavg()
@@ -186,6 +189,7 @@ async def _mode(
         "of_which_connect_answer": _stats(connects),
         "edge_steps": _steps(before, after),
         "errors": errors,
+        "error_examples": examples,
         "elapsed_s": round(elapsed, 2),
         "load_avg_1m_before": round(load_before[0], 2),
     }

@@ -15,6 +15,7 @@ from control.app import create_app
 from control.embedded_db import DATABASE_NAME, EmbeddedPostgres, Supervisor, become_subreaper, ensure_database
 from control.settings import ControlSettings
 from sync.open_files import raise_soft_limit
+from sync.timing import CONTROL_SERVER_KEEPALIVE_S
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def serve(settings: ControlSettings) -> None:
             log_level="warning",
             access_log=False,
             lifespan="on",
+            timeout_keep_alive=int(CONTROL_SERVER_KEEPALIVE_S),
             proxy_headers=settings.trusted_proxies is not None,
             forwarded_allow_ips=settings.trusted_proxies,
         )

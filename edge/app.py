@@ -42,7 +42,7 @@ from sync.errors import InternalError, MeridianError, NotFound
 from sync.loop import SyncLoop
 from sync.models import HeartbeatIn
 from sync.open_files import needed_for, raise_soft_limit
-from sync.timing import HEARTBEAT_INTERVAL_S
+from sync.timing import CONTROL_CLIENT_KEEPALIVE_S, HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,10 @@ def _owned_task(factory: Callable[[web.Application], Coroutine[Any, Any, None]],
 
 async def _core(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=CONTROL_CLIENT_KEEPALIVE_S),
+        auto_decompress=False,
+    )
     proxy_session = proxy_client_session()
     endpoints = settings.control_endpoints()  # one view of the control planes for every client
     replica = await asyncio.to_thread(Replica.open, settings.data_dir / "replica")

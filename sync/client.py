@@ -22,6 +22,7 @@ import pydantic
 from sync.discovery import ControlEndpoints, SrvEndpoints, endpoints_for, with_failover
 from sync.errors import ControlPlaneUnreachable, ErrorCode, MeridianError, error_from_body
 from sync.models import ChangeKind, ChangesReply
+from sync.timing import CONTROL_CLIENT_KEEPALIVE_S
 
 MAX_LINE_BYTES = 16 << 20
 """Longest NDJSON line accepted in a snapshot (one object); longer means a broken stream."""
@@ -195,7 +196,9 @@ class SyncClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=CONTROL_CLIENT_KEEPALIVE_S)
+            )
         return self._session
 
     @property

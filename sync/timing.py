@@ -62,6 +62,15 @@ REQUEST_HEAD_TIMEOUT_S: float = 10.0
 KEEPALIVE_IDLE_S: float = 75.0
 """An edge closes a kept-alive client connection idle this long between requests."""
 
+CONTROL_CLIENT_KEEPALIVE_S: float = 15.0
+"""An edge drops a pooled connection to the control plane idle this long (aiohttp's default)."""
+
+CONTROL_SERVER_KEEPALIVE_S: float = 75.0
+"""The control plane closes a kept-alive connection idle this long. Longer than the edges' client
+keep-alive, so an edge never reuses a connection the server is closing at that moment (with
+uvicorn's default of 5 s, a burst's pooled connections were reused as they were closed: heartbeats
+and long-polls failed with "server disconnected" and edges briefly went offline)."""
+
 DRAIN_IDLE_AFTER_S: float = 10.0
 """On a draining node, a backend with no open connection this long is stopped (sooner than its
 template's idle timeout when that is longer): draining empties a node as fast as its users allow."""

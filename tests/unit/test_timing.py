@@ -22,6 +22,8 @@ def test_timing_constants_keep_their_order() -> None:
     assert timing.TELEMETRY_SHUTDOWN_S <= timing.HEARTBEAT_INTERVAL_S
     # A slow request head is cut well before an idle kept-alive connection would be.
     assert timing.REQUEST_HEAD_TIMEOUT_S < timing.KEEPALIVE_IDLE_S
+    # The server side of a kept-alive connection outlasts the client side: the client closes first.
+    assert timing.CONTROL_CLIENT_KEEPALIVE_S < timing.CONTROL_SERVER_KEEPALIVE_S
     # A connect during an outage waits out at most one short dial, and skips it only briefly.
     assert timing.CONTROL_PROBE_CONNECT_S + timing.CONTROL_PROBE_QUIET_S <= timing.HEARTBEAT_INTERVAL_S
 

@@ -329,6 +329,8 @@ def test_embedded_postgres_killed_under_connect_load_recovers_by_itself(cluster:
         else:
             assert retry_after is not None and int(retry_after) >= 1, key
             assert body is not None and body["error"]["code"] == "database_unavailable"
-            assert rows == [], f"{key}: a refused connect left a backend behind"
+            # A commit can reach the database just before it dies, and its answer be lost: at most
+            # that one backend, whole (a retry of the key gets it back: connect is setdefault).
+            assert len(rows) <= 1 and all(r["key"] == key and r["fencing_token"] >= 1 for r in rows), rows
     log = (cluster.data_dir / "logs" / "control.log").read_text()
     assert log.count("Traceback") == 0, "an outage is one log line, not a traceback per request"
